@@ -1,0 +1,15 @@
+using Microsoft.Extensions.Logging;
+
+namespace Converge.Coordinator;
+
+internal static partial class Log
+{
+    [LoggerMessage(EventId = 1, Level = LogLevel.Warning, Message = "malformed peer frame; closing the connection")]
+    public static partial void MalformedPeerFrame(ILogger logger);
+
+    [LoggerMessage(EventId = 2, Level = LogLevel.Information, Message = "peer connection ended: {Reason}")]
+    public static partial void PeerConnectionFailed(ILogger logger, string reason);
+
+    [LoggerMessage(EventId = 3, Level = LogLevel.Error, Message = "peer request {Op} failed unexpectedly")]
+    public static partial void PeerRequestFailed(ILogger logger, string op, Exception exception);
+}

@@ -1,0 +1,150 @@
+using System.Buffers;
+using System.Buffers.Binary;
+
+namespace Converge.Coordinator.Peer;
+
+public enum PeerOp : byte
+{
+    Ping = 0,
+    Read = 1,
+    Write = 2,
+    Flush = 3,
+    Trim = 4,
+    WriteZeroes = 5,
+    EnsureComponent = 6,
+    DeleteComponent = 7,
+    DiskStats = 8,
+}
+
+[Flags]
+public enum PeerFlags : byte
+{
+    None = 0,
+    Fua = 1,
+    NoHole = 2,
+    FastZero = 4,
+}
+
+/// <summary>
+/// A host-to-host request. <see cref="Target"/> names a component (or an object, for proxied I/O);
+/// <see cref="Generation"/> and <see cref="Epoch"/> fence requests from an out-of-date coordinator.
+/// </summary>
+public readonly record struct PeerRequestHeader(
+    PeerOp Op,
+    PeerFlags Flags,
+    ulong RequestId,
+    Guid Target,
+    long Generation,
+    long Epoch,
+    long Offset,
+    int Length)
+{
+    public const int Size = 64;
+    public const uint Magic = 0x31505643; // "CVP1"
+
+    /// <summary>Bytes of payload that follow the header on the wire.</summary>
+    public int PayloadLength => Op is PeerOp.Write or PeerOp.EnsureComponent ? Length : 0;
+
+    public void Write(Span<byte> destination)
+    {
+        BinaryPrimitives.WriteUInt32LittleEndian(destination, Magic);
+        destination[4] = (byte)Op;
+        destination[5] = (byte)Flags;
+        BinaryPrimitives.WriteUInt16LittleEndian(destination[6..], 0);
+        BinaryPrimitives.WriteUInt64LittleEndian(destination[8..], RequestId);
+        Target.TryWriteBytes(destination[16..32]);
+        BinaryPrimitives.WriteInt64LittleEndian(destination[32..], Generation);
+        BinaryPrimitives.WriteInt64LittleEndian(destination[40..], Epoch);
+        BinaryPrimitives.WriteInt64LittleEndian(destination[48..], Offset);
+        BinaryPrimitives.WriteInt32LittleEndian(destination[56..], Length);
+        BinaryPrimitives.WriteUInt32LittleEndian(destination[60..], 0);
+    }
+
+    /// <summary>Parses a header; false when the magic or fields are malformed (the connection is then dropped).</summary>
+    public static bool TryRead(ReadOnlySpan<byte> source, out PeerRequestHeader header)
+    {
+        header = default;
+        if (BinaryPrimitives.ReadUInt32LittleEndian(source) != Magic || source[4] > (byte)PeerOp.DiskStats)
+        {
+            return false;
+        }
+
+        var length = BinaryPrimitives.ReadInt32LittleEndian(source[56..]);
+        var offset = BinaryPrimitives.ReadInt64LittleEndian(source[48..]);
+        if (length < 0 || offset < 0)
+        {
+            return false;
+        }
+
+        header = new PeerRequestHeader(
+            (PeerOp)source[4],
+            (PeerFlags)source[5],
+            BinaryPrimitives.ReadUInt64LittleEndian(source[8..]),
+            new Guid(source[16..32]),
+            BinaryPrimitives.ReadInt64LittleEndian(source[32..]),
+            BinaryPrimitives.ReadInt64LittleEndian(source[40..]),
+            offset,
+            length);
+        return true;
+    }
+
+    public static bool TryRead(ref ReadOnlySequence<byte> buffer, out PeerRequestHeader header, out bool malformed)
+    {
+        header = default;
+        malformed = false;
+        if (buffer.Length < Size)
+        {
+            return false;
+        }
+
+        Span<byte> bytes = stackalloc byte[Size];
+        buffer.Slice(0, Size).CopyTo(bytes);
+        if (!TryRead(bytes, out header))
+        {
+            malformed = true;
+            return false;
+        }
+
+        buffer = buffer.Slice(Size);
+        return true;
+    }
+}
+
+/// <summary>A reply: status 0 is success, otherwise a <see cref="Common.VolumeError"/> + 1.</summary>
+public readonly record struct PeerReplyHeader(ulong RequestId, int Status, int Length)
+{
+    public const int Size = 24;
+    public const uint Magic = 0x31525643; // "CVR1"
+
+    public void Write(Span<byte> destination)
+    {
+        BinaryPrimitives.WriteUInt32LittleEndian(destination, Magic);
+        BinaryPrimitives.WriteInt32LittleEndian(destination[4..], Status);
+        BinaryPrimitives.WriteUInt64LittleEndian(destination[8..], RequestId);
+        BinaryPrimitives.WriteInt32LittleEndian(destination[16..], Length);
+        BinaryPrimitives.WriteUInt32LittleEndian(destination[20..], 0);
+    }
+
+    public static bool TryRead(ref ReadOnlySequence<byte> buffer, out PeerReplyHeader header, out bool malformed)
+    {
+        header = default;
+        malformed = false;
+        if (buffer.Length < Size)
+        {
+            return false;
+        }
+
+        Span<byte> bytes = stackalloc byte[Size];
+        buffer.Slice(0, Size).CopyTo(bytes);
+        var length = BinaryPrimitives.ReadInt32LittleEndian(bytes[16..]);
+        if (BinaryPrimitives.ReadUInt32LittleEndian(bytes) != Magic || length < 0)
+        {
+            malformed = true;
+            return false;
+        }
+
+        header = new PeerReplyHeader(BinaryPrimitives.ReadUInt64LittleEndian(bytes[8..]), BinaryPrimitives.ReadInt32LittleEndian(bytes[4..]), length);
+        buffer = buffer.Slice(Size);
+        return true;
+    }
+}

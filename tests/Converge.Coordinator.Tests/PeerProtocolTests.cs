@@ -1,0 +1,180 @@
+using System.Net;
+using System.Net.Sockets;
+using Converge.Common;
+using Converge.Coordinator.Peer;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Connections;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Hosting.Server;
+using Microsoft.AspNetCore.Hosting.Server.Features;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
+
+namespace Converge.Coordinator.Tests;
+
+/// <summary>The peer protocol over real loopback TCP: a Kestrel peer listener and the multiplexing client.</summary>
+public sealed class PeerProtocolTests : IAsyncLifetime
+{
+    private readonly MemoryComponents _components = new();
+    private WebApplication? _server;
+    private IPEndPoint _endPoint = new(IPAddress.Loopback, 0);
+
+    public async Task InitializeAsync()
+    {
+        var builder = WebApplication.CreateSlimBuilder();
+        builder.Logging.ClearProviders();
+        builder.WebHost.UseShutdownTimeout(TimeSpan.FromSeconds(1));
+        builder.Services.AddSingleton<IPeerRequestHandler>(_components);
+        builder.WebHost.ConfigureKestrel(k => k.Listen(IPAddress.Loopback, 0, l => l.UseConnectionHandler<PeerConnectionHandler>()));
+        _server = builder.Build();
+        await _server.StartAsync();
+        var address = _server.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.Single();
+        _endPoint = new IPEndPoint(IPAddress.Loopback, new Uri(address).Port);
+    }
+
+    public async Task DisposeAsync()
+    {
+        if (_server is not null)
+        {
+            await _server.DisposeAsync();
+        }
+    }
+
+    [Fact]
+    public async Task Writes_and_reads_round_trip_with_many_requests_in_flight()
+    {
+        await using var client = new PeerClient(_endPoint);
+        var component = Guid.NewGuid();
+        var writes = Enumerable.Range(0, 64).Select(async i =>
+        {
+            var data = Enumerable.Repeat((byte)i, 4096).ToArray();
+            await client.SendAsync(Request(PeerOp.Write, component, i * 4096L, data.Length), data, Memory<byte>.Empty, CancellationToken.None);
+        });
+        await Task.WhenAll(writes);
+
+        var reads = Enumerable.Range(0, 64).Select(async i =>
+        {
+            var buffer = new byte[4096];
+            var length = await client.SendAsync(Request(PeerOp.Read, component, i * 4096L, buffer.Length), ReadOnlyMemory<byte>.Empty, buffer, CancellationToken.None);
+            Assert.Equal(4096, length);
+            Assert.All(buffer, b => Assert.Equal((byte)i, b));
+        });
+        await Task.WhenAll(reads);
+    }
+
+    [Fact]
+    public async Task A_large_write_and_read_cross_many_segments()
+    {
+        await using var client = new PeerClient(_endPoint);
+        var component = Guid.NewGuid();
+        var data = new byte[BlockGeometry.MaxRequestBytes];
+        new Random(7).NextBytes(data);
+
+        await client.SendAsync(Request(PeerOp.Write, component, 0, data.Length), data, Memory<byte>.Empty, CancellationToken.None);
+        var back = new byte[data.Length];
+        await client.SendAsync(Request(PeerOp.Read, component, 0, back.Length), ReadOnlyMemory<byte>.Empty, back, CancellationToken.None);
+
+        Assert.True(data.AsSpan().SequenceEqual(back));
+    }
+
+    [Fact]
+    public async Task Refusals_arrive_as_volume_errors_and_the_connection_keeps_working()
+    {
+        await using var client = new PeerClient(_endPoint);
+        var stale = Request(PeerOp.Write, Guid.NewGuid(), 0, 4096) with { Generation = -1 };
+
+        var error = await Assert.ThrowsAsync<VolumeException>(async () =>
+            await client.SendAsync(stale, new byte[4096], Memory<byte>.Empty, CancellationToken.None));
+        Assert.Equal(VolumeError.ReadOnly, error.Error);
+
+        await client.SendAsync(Request(PeerOp.Ping, Guid.Empty, 0, 0), ReadOnlyMemory<byte>.Empty, Memory<byte>.Empty, CancellationToken.None);
+    }
+
+    [Fact]
+    public async Task Malformed_frames_close_only_that_connection()
+    {
+        using (var raw = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp))
+        {
+            await raw.ConnectAsync(_endPoint);
+            await raw.SendAsync(new byte[PeerRequestHeader.Size].Select((_, i) => (byte)i).ToArray());
+            var buffer = new byte[16];
+            using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(10));
+            Assert.Equal(0, await raw.ReceiveAsync(buffer, timeout.Token));
+        }
+
+        await using var client = new PeerClient(_endPoint);
+        await client.SendAsync(Request(PeerOp.Ping, Guid.Empty, 0, 0), ReadOnlyMemory<byte>.Empty, Memory<byte>.Empty, CancellationToken.None);
+    }
+
+    [Fact]
+    public async Task A_vanished_peer_fails_pending_requests_as_unavailable_and_the_client_reconnects()
+    {
+        await using var client = new PeerClient(_endPoint);
+        var component = Guid.NewGuid();
+        _components.Hold = new TaskCompletionSource();
+        var pending = client.SendAsync(Request(PeerOp.Read, component, 0, 4096), ReadOnlyMemory<byte>.Empty, new byte[4096], CancellationToken.None).AsTask();
+        await _components.Held.Task.WaitAsync(TimeSpan.FromSeconds(10));
+
+        await _server!.StopAsync();
+        var error = await Assert.ThrowsAsync<VolumeException>(() => pending.WaitAsync(TimeSpan.FromSeconds(30)));
+        Assert.Equal(VolumeError.Unavailable, error.Error);
+        _components.Hold.TrySetResult();
+
+        var refused = await Assert.ThrowsAsync<VolumeException>(async () =>
+            await client.SendAsync(Request(PeerOp.Ping, Guid.Empty, 0, 0), ReadOnlyMemory<byte>.Empty, Memory<byte>.Empty, CancellationToken.None));
+        Assert.Equal(VolumeError.Unavailable, refused.Error);
+    }
+
+    private static PeerRequestHeader Request(PeerOp op, Guid target, long offset, int length) =>
+        new(op, PeerFlags.None, 0, target, 1, 1, offset, length);
+
+    /// <summary>Components held in memory: enough to exercise the wire protocol, which is what this suite tests.</summary>
+    private sealed class MemoryComponents : IPeerRequestHandler
+    {
+        private readonly Dictionary<(Guid, long), byte[]> _blocks = [];
+
+        public TaskCompletionSource? Hold { get; set; }
+
+        public TaskCompletionSource Held { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public int ReplyCapacity(in PeerRequestHeader header) => header.Op == PeerOp.Read ? header.Length : 0;
+
+        public async ValueTask<PeerResult> HandleAsync(PeerRequestHeader header, ReadOnlyMemory<byte> payload, Memory<byte> reply, CancellationToken cancellationToken)
+        {
+            if (header.Generation < 0)
+            {
+                return PeerResult.Error(VolumeError.ReadOnly);
+            }
+
+            if (Hold is { } hold)
+            {
+                Held.TrySetResult();
+                await hold.Task.WaitAsync(cancellationToken);
+            }
+
+            lock (_blocks)
+            {
+                switch (header.Op)
+                {
+                    case PeerOp.Write:
+                        for (var i = 0; i < payload.Length; i += 4096)
+                        {
+                            _blocks[(header.Target, header.Offset + i)] = payload.Slice(i, 4096).ToArray();
+                        }
+
+                        return PeerResult.Ok;
+                    case PeerOp.Read:
+                        for (var i = 0; i < header.Length; i += 4096)
+                        {
+                            var block = _blocks.GetValueOrDefault((header.Target, header.Offset + i)) ?? new byte[4096];
+                            block.CopyTo(reply.Span[i..]);
+                        }
+
+                        return new PeerResult(0, header.Length);
+                    default:
+                        return PeerResult.Ok;
+                }
+            }
+        }
+    }
+}
