@@ -1,0 +1,569 @@
+using System.Buffers;
+using System.Buffers.Binary;
+using System.IO.Pipelines;
+using System.Text;
+using Converge.Common;
+using Converge.Nbd.Protocol;
+using Microsoft.Extensions.Logging;
+
+namespace Converge.Nbd;
+
+/// <summary>What option haggling agreed on; the input to the transmission phase.</summary>
+internal sealed record NegotiatedExport(
+    IBlockVolume Volume,
+    string ExportName,
+    long Size,
+    TransmissionFlags Flags,
+    bool StructuredReplies,
+    bool BaseAllocation);
+
+/// <summary>Fixed-newstyle handshake and option haggling. Not a hot path: clarity over allocation-freedom.</summary>
+internal sealed class NbdHandshake
+{
+    private const HandshakeFlags ServerHandshakeFlags = HandshakeFlags.FixedNewstyle | HandshakeFlags.NoZeroes;
+
+    private readonly PipeReader _reader;
+    private readonly PipeWriter _writer;
+    private readonly INbdExportCatalog _catalog;
+    private readonly NbdServerOptions _options;
+    private readonly ILogger _logger;
+
+    private bool _noZeroes;
+    private bool _structuredReplies;
+
+    // NBD_OPT_SET_META_CONTEXT result: the export name it was for, and whether base:allocation was selected.
+    private string? _metaContextExport;
+    private bool _baseAllocationSelected;
+
+    public NbdHandshake(IDuplexPipe transport, INbdExportCatalog catalog, NbdServerOptions options, ILogger logger)
+    {
+        _reader = transport.Input;
+        _writer = transport.Output;
+        _catalog = catalog;
+        _options = options;
+        _logger = logger;
+    }
+
+    /// <summary>Runs the handshake; null when the session ends without entering transmission.</summary>
+    public async Task<NegotiatedExport?> RunAsync(CancellationToken cancellationToken)
+    {
+        using var timeout = new CancellationTokenSource(_options.HandshakeTimeout, _options.Time);
+        using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, timeout.Token);
+        try
+        {
+            return await NegotiateAsync(linked.Token);
+        }
+        catch (OperationCanceledException) when (timeout.IsCancellationRequested && !cancellationToken.IsCancellationRequested)
+        {
+            Log.HandshakeTimedOut(_logger, _options.HandshakeTimeout);
+            return null;
+        }
+    }
+
+    private async Task<NegotiatedExport?> NegotiateAsync(CancellationToken ct)
+    {
+        WriteGreeting();
+        await _writer.FlushAsync(ct);
+
+        var clientFlagBytes = new byte[4];
+        if (!await PipeReading.ReadExactAsync(_reader, clientFlagBytes, ct))
+        {
+            return End("client closed before sending its flags");
+        }
+
+        var clientFlags = (ClientFlags)BinaryPrimitives.ReadUInt32BigEndian(clientFlagBytes);
+        if ((clientFlags & ~(ClientFlags.FixedNewstyle | ClientFlags.NoZeroes)) != 0)
+        {
+            // Spec: the server MUST drop the connection on client flags it does not recognise.
+            return End($"unknown client flags 0x{(uint)clientFlags:x8}");
+        }
+
+        _noZeroes = (clientFlags & ClientFlags.NoZeroes) != 0;
+
+        var header = new byte[NbdConstants.OptionHeaderSize];
+        while (true)
+        {
+            if (!await PipeReading.ReadExactAsync(_reader, header, ct))
+            {
+                return End("client closed during option haggling");
+            }
+
+            var magic = BinaryPrimitives.ReadUInt64BigEndian(header);
+            var option = BinaryPrimitives.ReadUInt32BigEndian(header.AsSpan(8));
+            var length = BinaryPrimitives.ReadUInt32BigEndian(header.AsSpan(12));
+            if (magic != NbdConstants.IHaveOpt)
+            {
+                return End($"bad option magic 0x{magic:x16}");
+            }
+
+            if (length > NbdConstants.MaxOptionLength)
+            {
+                // Spec allows a hard disconnect for payloads large enough to be a denial of service; no
+                // option this server understands is anywhere near this long.
+                return End($"option {option} carries {length} bytes (limit {NbdConstants.MaxOptionLength})");
+            }
+
+            var data = new byte[length];
+            if (!await PipeReading.ReadExactAsync(_reader, data, ct))
+            {
+                return End("client closed inside an option");
+            }
+
+            var outcome = await HandleOptionAsync((NbdOption)option, data, ct);
+            if (outcome.End)
+            {
+                return outcome.Export;
+            }
+        }
+    }
+
+    private readonly record struct OptionOutcome(bool End, NegotiatedExport? Export)
+    {
+        public static readonly OptionOutcome Continue = new(false, null);
+        public static readonly OptionOutcome Close = new(true, null);
+    }
+
+    private async ValueTask<OptionOutcome> HandleOptionAsync(NbdOption option, byte[] data, CancellationToken ct)
+    {
+        switch (option)
+        {
+            case NbdOption.ExportName:
+                var selected = HandleExportName(data);
+                if (selected.Export is not null)
+                {
+                    await _writer.FlushAsync(ct);
+                }
+
+                return selected;
+
+            case NbdOption.Abort:
+                // Spec: MUST reply ACK; the client may already have gone, which is fine.
+                WriteReply(option, OptionReplyType.Ack);
+                await TryFlushAsync(ct);
+                End("client sent NBD_OPT_ABORT");
+                return OptionOutcome.Close;
+
+            case NbdOption.List:
+                HandleList(data);
+                break;
+
+            case NbdOption.Info:
+            case NbdOption.Go:
+                var export = HandleInfoOrGo(option, data);
+                if (option == NbdOption.Go && export is not null)
+                {
+                    await _writer.FlushAsync(ct);
+                    return new OptionOutcome(true, export);
+                }
+
+                break;
+
+            case NbdOption.StructuredReply:
+                if (data.Length != 0)
+                {
+                    WriteError(option, OptionReplyType.ErrInvalid, "NBD_OPT_STRUCTURED_REPLY takes no data");
+                }
+                else
+                {
+                    _structuredReplies = true;
+                    WriteReply(option, OptionReplyType.Ack);
+                }
+
+                break;
+
+            case NbdOption.ListMetaContext:
+            case NbdOption.SetMetaContext:
+                HandleMetaContext(option, data);
+                break;
+
+            default:
+                // Unknown options (and STARTTLS, EXTENDED_HEADERS: not offered) are refused and haggling continues.
+                Log.OptionRejected(_logger, (uint)option, (uint)data.Length, nameof(OptionReplyType.ErrUnsup));
+                WriteError(option, OptionReplyType.ErrUnsup, $"option {(uint)option} is not supported by this server");
+                break;
+        }
+
+        await _writer.FlushAsync(ct);
+        return OptionOutcome.Continue;
+    }
+
+    private OptionOutcome HandleExportName(byte[] data)
+    {
+        if (!TryDecodeString(data, out var name))
+        {
+            End("NBD_OPT_EXPORT_NAME with an invalid name");
+            return OptionOutcome.Close;
+        }
+
+        var volume = _catalog.FindExport(name);
+        if (volume is null)
+        {
+            // Spec: this option cannot return an error, so the server MUST terminate the session.
+            Log.ExportNotFound(_logger, name);
+            return OptionOutcome.Close;
+        }
+
+        var export = Negotiate(volume, name);
+        Span<byte> reply = stackalloc byte[8 + 2 + 124];
+        reply.Clear();
+        BinaryPrimitives.WriteInt64BigEndian(reply, export.Size);
+        BinaryPrimitives.WriteUInt16BigEndian(reply[8..], (ushort)export.Flags);
+        _writer.Write(_noZeroes ? reply[..10] : reply);
+        return new OptionOutcome(true, export);
+    }
+
+    private void HandleList(byte[] data)
+    {
+        if (data.Length != 0)
+        {
+            WriteError(NbdOption.List, OptionReplyType.ErrInvalid, "NBD_OPT_LIST takes no data");
+            return;
+        }
+
+        foreach (var export in _catalog.ListExports())
+        {
+            var name = Encoding.UTF8.GetBytes(export.Name);
+            var description = Encoding.UTF8.GetBytes(export.Description ?? string.Empty);
+            var payload = new byte[4 + name.Length + description.Length];
+            BinaryPrimitives.WriteUInt32BigEndian(payload, (uint)name.Length);
+            name.CopyTo(payload, 4);
+            description.CopyTo(payload, 4 + name.Length);
+            WriteReply(NbdOption.List, OptionReplyType.Server, payload);
+        }
+
+        WriteReply(NbdOption.List, OptionReplyType.Ack);
+    }
+
+    private NegotiatedExport? HandleInfoOrGo(NbdOption option, byte[] data)
+    {
+        // Data: u32 name length, name, u16 number of info requests, u16 x n requests.
+        var span = data.AsSpan();
+        if (span.Length < 6)
+        {
+            WriteError(option, OptionReplyType.ErrInvalid, "option data shorter than 6 bytes");
+            return null;
+        }
+
+        var nameLength = BinaryPrimitives.ReadUInt32BigEndian(span);
+        if (nameLength > (uint)span.Length - 6 || !TryDecodeString(span.Slice(4, (int)nameLength), out var name))
+        {
+            WriteError(option, OptionReplyType.ErrInvalid, "export name length is invalid");
+            return null;
+        }
+
+        var rest = span[(4 + (int)nameLength)..];
+        var requestCount = BinaryPrimitives.ReadUInt16BigEndian(rest);
+        rest = rest[2..];
+        if (rest.Length != requestCount * 2)
+        {
+            WriteError(option, OptionReplyType.ErrInvalid, "information request count does not match the option length");
+            return null;
+        }
+
+        var wantName = false;
+        var wantDescription = false;
+        for (var i = 0; i < requestCount; i++)
+        {
+            switch ((InfoType)BinaryPrimitives.ReadUInt16BigEndian(rest[(i * 2)..]))
+            {
+                case InfoType.Name:
+                    wantName = true;
+                    break;
+                case InfoType.Description:
+                    wantDescription = true;
+                    break;
+                default:
+                    // NBD_INFO_EXPORT and NBD_INFO_BLOCK_SIZE are always sent; unknown requests are ignored.
+                    break;
+            }
+        }
+
+        var volume = _catalog.FindExport(name);
+        if (volume is null)
+        {
+            Log.ExportNotFound(_logger, name);
+            WriteError(option, OptionReplyType.ErrUnknown, name.Length == 0 ? "there is no default export" : $"export '{name}' does not exist");
+            return null;
+        }
+
+        var export = Negotiate(volume, name);
+
+        Span<byte> info = stackalloc byte[14];
+        BinaryPrimitives.WriteUInt16BigEndian(info, (ushort)InfoType.Export);
+        BinaryPrimitives.WriteInt64BigEndian(info[2..], export.Size);
+        BinaryPrimitives.WriteUInt16BigEndian(info[10..], (ushort)export.Flags);
+        WriteReply(option, OptionReplyType.Info, info[..12]);
+
+        // Always sent (the spec lets the server volunteer information); the values are the spec defaults
+        // except for the maximum payload, which the server enforces on READ and WRITE.
+        BinaryPrimitives.WriteUInt16BigEndian(info, (ushort)InfoType.BlockSize);
+        BinaryPrimitives.WriteUInt32BigEndian(info[2..], 1);
+        BinaryPrimitives.WriteUInt32BigEndian(info[6..], BlockGeometry.BlockSize);
+        BinaryPrimitives.WriteUInt32BigEndian(info[10..], (uint)_options.MaxRequestBytes);
+        WriteReply(option, OptionReplyType.Info, info);
+
+        if (wantName)
+        {
+            WriteInfoString(option, InfoType.Name, volume.Name);
+        }
+
+        if (wantDescription)
+        {
+            var description = DescriptionOf(volume.Name);
+            if (!string.IsNullOrEmpty(description))
+            {
+                WriteInfoString(option, InfoType.Description, description);
+            }
+        }
+
+        WriteReply(option, OptionReplyType.Ack);
+        return export;
+    }
+
+    private void HandleMetaContext(NbdOption option, byte[] data)
+    {
+        var isSet = option == NbdOption.SetMetaContext;
+        if (isSet)
+        {
+            // Spec: SET replaces the previous selection, including when it fails.
+            _metaContextExport = null;
+            _baseAllocationSelected = false;
+            if (!_structuredReplies)
+            {
+                WriteError(option, OptionReplyType.ErrInvalid, "negotiate NBD_OPT_STRUCTURED_REPLY first");
+                return;
+            }
+        }
+
+        if (!TryParseMetaContextRequest(data, out var exportName, out var queries))
+        {
+            WriteError(option, OptionReplyType.ErrInvalid, "malformed meta context request");
+            return;
+        }
+
+        if (_catalog.FindExport(exportName) is null)
+        {
+            WriteError(option, OptionReplyType.ErrUnknown, $"export '{exportName}' does not exist");
+            return;
+        }
+
+        var baseAllocation = false;
+        if (queries.Count == 0)
+        {
+            // LIST with no queries lists everything; SET with no queries selects nothing.
+            baseAllocation = !isSet;
+        }
+
+        foreach (var query in queries)
+        {
+            var colon = query.IndexOf(':', StringComparison.Ordinal);
+            if (colon <= 0)
+            {
+                WriteError(option, OptionReplyType.ErrInvalid, $"meta context query '{query}' has no namespace");
+                return;
+            }
+
+            if (query == NbdConstants.BaseAllocation || (!isSet && query == "base:"))
+            {
+                baseAllocation = true;
+            }
+
+            // Anything else (other namespaces, unknown base: leaves) is ignored, as the spec requires.
+        }
+
+        if (baseAllocation)
+        {
+            var name = Encoding.UTF8.GetBytes(NbdConstants.BaseAllocation);
+            var payload = new byte[4 + name.Length];
+            BinaryPrimitives.WriteUInt32BigEndian(payload, isSet ? NbdConstants.BaseAllocationContextId : 0);
+            name.CopyTo(payload, 4);
+            WriteReply(option, OptionReplyType.MetaContext, payload);
+        }
+
+        if (isSet)
+        {
+            _metaContextExport = exportName;
+            _baseAllocationSelected = baseAllocation;
+        }
+
+        WriteReply(option, OptionReplyType.Ack);
+    }
+
+    private static bool TryParseMetaContextRequest(byte[] data, out string exportName, out List<string> queries)
+    {
+        exportName = string.Empty;
+        queries = [];
+        var span = data.AsSpan();
+        if (span.Length < 8)
+        {
+            return false;
+        }
+
+        var nameLength = BinaryPrimitives.ReadUInt32BigEndian(span);
+        if (nameLength > (uint)span.Length - 8 || !TryDecodeString(span.Slice(4, (int)nameLength), out exportName))
+        {
+            return false;
+        }
+
+        span = span[(4 + (int)nameLength)..];
+        var count = BinaryPrimitives.ReadUInt32BigEndian(span);
+        span = span[4..];
+        for (var i = 0u; i < count; i++)
+        {
+            if (span.Length < 4)
+            {
+                return false;
+            }
+
+            var length = BinaryPrimitives.ReadUInt32BigEndian(span);
+            if (length > (uint)span.Length - 4 || !TryDecodeString(span.Slice(4, (int)length), out var query))
+            {
+                return false;
+            }
+
+            queries.Add(query);
+            span = span[(4 + (int)length)..];
+        }
+
+        return span.IsEmpty;
+    }
+
+    private NegotiatedExport Negotiate(IBlockVolume volume, string requestedName)
+    {
+        var caps = volume.Capabilities;
+        var readOnly = (caps & VolumeCapabilities.ReadOnly) != 0;
+        var flags = TransmissionFlags.HasFlags | TransmissionFlags.SendCache;
+        if (readOnly)
+        {
+            flags |= TransmissionFlags.ReadOnly;
+        }
+
+        if ((caps & VolumeCapabilities.Flush) != 0)
+        {
+            flags |= TransmissionFlags.SendFlush;
+        }
+
+        if (!readOnly)
+        {
+            if ((caps & VolumeCapabilities.Fua) != 0)
+            {
+                flags |= TransmissionFlags.SendFua;
+            }
+
+            if ((caps & VolumeCapabilities.Trim) != 0)
+            {
+                flags |= TransmissionFlags.SendTrim;
+            }
+
+            if ((caps & VolumeCapabilities.WriteZeroes) != 0)
+            {
+                flags |= TransmissionFlags.SendWriteZeroes;
+                if ((caps & VolumeCapabilities.FastZero) != 0)
+                {
+                    flags |= TransmissionFlags.SendFastZero;
+                }
+            }
+        }
+
+        if ((caps & VolumeCapabilities.MultiConn) != 0)
+        {
+            flags |= TransmissionFlags.CanMultiConn;
+        }
+
+        if (_structuredReplies)
+        {
+            // Every read is answered with a single content chunk, so "don't fragment" is free.
+            flags |= TransmissionFlags.SendDf;
+        }
+
+        var baseAllocation = _structuredReplies
+            && _baseAllocationSelected
+            && string.Equals(_metaContextExport, requestedName, StringComparison.Ordinal);
+        return new NegotiatedExport(volume, requestedName, volume.Size, flags, _structuredReplies, baseAllocation);
+    }
+
+    private string? DescriptionOf(string volumeName)
+    {
+        foreach (var export in _catalog.ListExports())
+        {
+            if (string.Equals(export.Name, volumeName, StringComparison.Ordinal))
+            {
+                return export.Description;
+            }
+        }
+
+        return null;
+    }
+
+    private static bool TryDecodeString(ReadOnlySpan<byte> bytes, out string value)
+    {
+        value = string.Empty;
+        if (bytes.Length > NbdConstants.MaxStringLength || bytes.Contains((byte)0))
+        {
+            return false;
+        }
+
+        try
+        {
+            value = new UTF8Encoding(false, true).GetString(bytes);
+            return true;
+        }
+        catch (DecoderFallbackException)
+        {
+            return false;
+        }
+    }
+
+    private void WriteGreeting()
+    {
+        Span<byte> greeting = stackalloc byte[18];
+        BinaryPrimitives.WriteUInt64BigEndian(greeting, NbdConstants.NbdMagic);
+        BinaryPrimitives.WriteUInt64BigEndian(greeting[8..], NbdConstants.IHaveOpt);
+        BinaryPrimitives.WriteUInt16BigEndian(greeting[16..], (ushort)ServerHandshakeFlags);
+        _writer.Write(greeting);
+    }
+
+    private void WriteInfoString(NbdOption option, InfoType type, string value)
+    {
+        var bytes = Encoding.UTF8.GetBytes(value);
+        var payload = new byte[2 + bytes.Length];
+        BinaryPrimitives.WriteUInt16BigEndian(payload, (ushort)type);
+        bytes.CopyTo(payload, 2);
+        WriteReply(option, OptionReplyType.Info, payload);
+    }
+
+    private void WriteError(NbdOption option, OptionReplyType type, string message)
+    {
+        Log.OptionRejected(_logger, (uint)option, 0, type.ToString());
+        WriteReply(option, type, Encoding.UTF8.GetBytes(message));
+    }
+
+    private void WriteReply(NbdOption option, OptionReplyType type, ReadOnlySpan<byte> payload = default)
+    {
+        Span<byte> header = stackalloc byte[NbdConstants.OptionReplyHeaderSize];
+        BinaryPrimitives.WriteUInt64BigEndian(header, NbdConstants.OptionReplyMagic);
+        BinaryPrimitives.WriteUInt32BigEndian(header[8..], (uint)option);
+        BinaryPrimitives.WriteUInt32BigEndian(header[12..], (uint)type);
+        BinaryPrimitives.WriteUInt32BigEndian(header[16..], (uint)payload.Length);
+        _writer.Write(header);
+        _writer.Write(payload);
+    }
+
+    private async ValueTask TryFlushAsync(CancellationToken ct)
+    {
+        try
+        {
+            await _writer.FlushAsync(ct);
+        }
+        catch (IOException)
+        {
+            // The client may abort and close without waiting for the ACK.
+        }
+    }
+
+    private NegotiatedExport? End(string reason)
+    {
+        Log.HandshakeEnded(_logger, reason);
+        return null;
+    }
+}

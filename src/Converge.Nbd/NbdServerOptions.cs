@@ -1,0 +1,52 @@
+using Converge.Common;
+
+namespace Converge.Nbd;
+
+/// <summary>Per-server NBD settings; immutable once the server starts.</summary>
+public sealed class NbdServerOptions
+{
+    /// <summary>
+    /// Largest READ or WRITE payload accepted, advertised as the maximum payload size in
+    /// <c>NBD_INFO_BLOCK_SIZE</c>. Between 4096 and <see cref="BlockGeometry.MaxRequestBytes"/>.
+    /// </summary>
+    public int MaxRequestBytes { get; init; } = BlockGeometry.MaxRequestBytes;
+
+    /// <summary>Time a client has to finish option haggling before the connection is dropped.</summary>
+    public TimeSpan HandshakeTimeout { get; init; } = TimeSpan.FromSeconds(30);
+
+    public TimeProvider Time { get; init; } = TimeProvider.System;
+
+    /// <summary>Requests a single connection may have in flight before the server stops reading from it.</summary>
+    public int MaxInFlightRequests { get; init; } = 64;
+
+    /// <summary>Payload bytes (READ and WRITE) a single connection may have in flight before the server stops reading.</summary>
+    public long MaxInFlightBytes { get; init; } = 256L * 1024 * 1024;
+
+    /// <summary>Throws <see cref="ArgumentException"/> with an operator-readable message when a value is out of range.</summary>
+    public void Validate()
+    {
+        if (MaxRequestBytes < BlockGeometry.BlockSize || MaxRequestBytes > BlockGeometry.MaxRequestBytes)
+        {
+            throw new ArgumentException(
+                $"NBD MaxRequestBytes is {MaxRequestBytes}; it must be between {BlockGeometry.BlockSize} and {BlockGeometry.MaxRequestBytes}");
+        }
+
+        if (HandshakeTimeout <= TimeSpan.Zero)
+        {
+            throw new ArgumentException($"NBD HandshakeTimeout is {HandshakeTimeout}; it must be positive");
+        }
+
+        if (MaxInFlightRequests < 1)
+        {
+            throw new ArgumentException($"NBD MaxInFlightRequests is {MaxInFlightRequests}; it must be at least 1");
+        }
+
+        if (MaxInFlightBytes < MaxRequestBytes)
+        {
+            throw new ArgumentException(
+                $"NBD MaxInFlightBytes is {MaxInFlightBytes}; it must be at least MaxRequestBytes ({MaxRequestBytes})");
+        }
+
+        ArgumentNullException.ThrowIfNull(Time);
+    }
+}
