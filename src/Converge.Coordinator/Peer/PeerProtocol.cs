@@ -14,6 +14,7 @@ public enum PeerOp : byte
     EnsureComponent = 6,
     DeleteComponent = 7,
     DiskStats = 8,
+    BlockStatus = 9,
 }
 
 [Flags]
@@ -64,7 +65,7 @@ public readonly record struct PeerRequestHeader(
     public static bool TryRead(ReadOnlySpan<byte> source, out PeerRequestHeader header)
     {
         header = default;
-        if (BinaryPrimitives.ReadUInt32LittleEndian(source) != Magic || source[4] > (byte)PeerOp.DiskStats)
+        if (BinaryPrimitives.ReadUInt32LittleEndian(source) != Magic || source[4] > (byte)PeerOp.BlockStatus)
         {
             return false;
         }
