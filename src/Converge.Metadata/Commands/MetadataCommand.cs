@@ -1,0 +1,77 @@
+using System.Text.Json.Serialization;
+using Converge.Placement;
+
+namespace Converge.Metadata;
+
+/// <summary>
+/// A change to the cluster state. Commands are deterministic data: times and ids travel inside them, so every
+/// replica applies them alike. <see cref="CommandId"/> deduplicates retried proposals.
+/// </summary>
+[JsonPolymorphic(TypeDiscriminatorPropertyName = "$type")]
+[JsonDerivedType(typeof(InitializeCluster), "initializeCluster")]
+[JsonDerivedType(typeof(RegisterHost), "registerHost")]
+[JsonDerivedType(typeof(UpdateHost), "updateHost")]
+[JsonDerivedType(typeof(RegisterDisk), "registerDisk")]
+[JsonDerivedType(typeof(UpdateDiskState), "updateDiskState")]
+[JsonDerivedType(typeof(PutPolicy), "putPolicy")]
+[JsonDerivedType(typeof(DeletePolicy), "deletePolicy")]
+[JsonDerivedType(typeof(CreateVirtualDisk), "createVirtualDisk")]
+[JsonDerivedType(typeof(ResizeVirtualDisk), "resizeVirtualDisk")]
+[JsonDerivedType(typeof(DeleteVirtualDisk), "deleteVirtualDisk")]
+[JsonDerivedType(typeof(AcquireLease), "acquireLease")]
+[JsonDerivedType(typeof(ReleaseLease), "releaseLease")]
+[JsonDerivedType(typeof(SetComponentState), "setComponentState")]
+public abstract record MetadataCommand(Guid CommandId);
+
+/// <summary>Creates the cluster record and its default policy. Accepted once.</summary>
+public sealed record InitializeCluster(
+    Guid CommandId, string ClusterId, string Name, DateTimeOffset CreatedAt, StoragePolicy DefaultPolicy, int VoterTarget)
+    : MetadataCommand(CommandId);
+
+public sealed record RegisterHost(
+    Guid CommandId, string HostId, string Name, string? FaultDomain, HostEndpoints Endpoints, bool Voter, DateTimeOffset JoinedAt)
+    : MetadataCommand(CommandId);
+
+/// <summary>Changes the given fields of a host; null fields stay as they are.</summary>
+public sealed record UpdateHost(
+    Guid CommandId, string HostId, HostState? State = null, HostEndpoints? Endpoints = null, bool? Voter = null,
+    string? FaultDomain = null)
+    : MetadataCommand(CommandId);
+
+public sealed record RegisterDisk(Guid CommandId, string DiskId, string HostId, string Path, long CapacityBytes)
+    : MetadataCommand(CommandId);
+
+public sealed record UpdateDiskState(Guid CommandId, string DiskId, DiskState State) : MetadataCommand(CommandId);
+
+/// <summary>Creates or replaces a policy.</summary>
+public sealed record PutPolicy(Guid CommandId, StoragePolicy Policy) : MetadataCommand(CommandId);
+
+public sealed record DeletePolicy(Guid CommandId, string Name) : MetadataCommand(CommandId);
+
+/// <summary>Creates a virtual disk with a layout computed beforehand (placement is not run inside the state machine).</summary>
+public sealed record CreateVirtualDisk(
+    Guid CommandId, string Name, string PolicyName, ObjectLayout Layout, DateTimeOffset CreatedAt)
+    : MetadataCommand(CommandId);
+
+/// <summary>Grows a virtual disk to the size of <see cref="Layout"/> (compare-and-set on the generation).</summary>
+public sealed record ResizeVirtualDisk(Guid CommandId, string VirtualDiskId, ObjectLayout Layout, long ExpectedGeneration)
+    : MetadataCommand(CommandId);
+
+/// <summary>Deletes a virtual disk unless a coordinator holds an unexpired lease on it at <see cref="Now"/>.</summary>
+public sealed record DeleteVirtualDisk(Guid CommandId, string VirtualDiskId, DateTimeOffset Now) : MetadataCommand(CommandId);
+
+/// <summary>
+/// Takes (<see cref="RequestedEpoch"/> = current epoch + 1) or renews (<see cref="RequestedEpoch"/> = current epoch,
+/// same host) the coordinator lease of a virtual disk, valid until <see cref="Now"/> + <see cref="Duration"/>.
+/// A new epoch is granted only when the lease is free or expired at <see cref="Now"/>.
+/// </summary>
+public sealed record AcquireLease(
+    Guid CommandId, string VirtualDiskId, string HostId, long RequestedEpoch, DateTimeOffset Now, TimeSpan Duration)
+    : MetadataCommand(CommandId);
+
+public sealed record ReleaseLease(Guid CommandId, string VirtualDiskId, string HostId, long Epoch) : MetadataCommand(CommandId);
+
+/// <summary>Sets one component's state if the virtual disk is still at <see cref="ExpectedGeneration"/>; bumps it.</summary>
+public sealed record SetComponentState(
+    Guid CommandId, string VirtualDiskId, Guid ComponentId, ComponentState State, long ExpectedGeneration)
+    : MetadataCommand(CommandId);

@@ -1,0 +1,459 @@
+using System.Collections.Immutable;
+using Converge.Common;
+using Converge.Placement;
+
+namespace Converge.Metadata;
+
+public sealed partial record ClusterState
+{
+    /// <summary>
+    /// Applies a command: pure and deterministic (no clock, randomness or I/O). A refused command returns this very
+    /// state and a result saying why. A command whose id was already applied successfully returns this state and the
+    /// original result, so a retried proposal is applied at most once.
+    /// </summary>
+    public (ClusterState State, CommandResult Result) Apply(MetadataCommand command)
+    {
+        ArgumentNullException.ThrowIfNull(command);
+        var previous = RecentCommands.Find(c => c.CommandId == command.CommandId);
+        if (previous is not null)
+        {
+            return (this, previous.Result);
+        }
+
+        if (Cluster is null && command is not InitializeCluster)
+        {
+            return (this, CommandResult.Refused("the cluster is not initialized"));
+        }
+
+        var (state, result) = command switch
+        {
+            InitializeCluster c => ApplyInitialize(c),
+            RegisterHost c => ApplyRegisterHost(c),
+            UpdateHost c => ApplyUpdateHost(c),
+            RegisterDisk c => ApplyRegisterDisk(c),
+            UpdateDiskState c => ApplyUpdateDiskState(c),
+            PutPolicy c => ApplyPutPolicy(c),
+            DeletePolicy c => ApplyDeletePolicy(c),
+            CreateVirtualDisk c => ApplyCreateVirtualDisk(c),
+            ResizeVirtualDisk c => ApplyResizeVirtualDisk(c),
+            DeleteVirtualDisk c => ApplyDeleteVirtualDisk(c),
+            AcquireLease c => ApplyAcquireLease(c),
+            ReleaseLease c => ApplyReleaseLease(c),
+            SetComponentState c => ApplySetComponentState(c),
+            _ => Refuse($"unknown command {command.GetType().Name}"),
+        };
+
+        if (!result.Succeeded)
+        {
+            return (this, result);
+        }
+
+        var recent = RecentCommands.Add(new AppliedCommand(command.CommandId, result));
+        if (recent.Count > DedupeWindow)
+        {
+            recent = recent.RemoveRange(0, recent.Count - DedupeWindow);
+        }
+
+        return (state with { RecentCommands = recent }, result);
+    }
+
+    private (ClusterState, CommandResult) Refuse(string error) => (this, CommandResult.Refused(error));
+
+    private (ClusterState, CommandResult) ApplyInitialize(InitializeCluster c)
+    {
+        if (Cluster is not null)
+        {
+            return Refuse($"the cluster is already initialized as '{Cluster.Name}' ({Cluster.ClusterId})");
+        }
+
+        if (!NameRules.IsValid(c.Name, out var nameError))
+        {
+            return Refuse($"cluster {nameError}");
+        }
+
+        if (string.IsNullOrWhiteSpace(c.ClusterId))
+        {
+            return Refuse("cluster id is empty");
+        }
+
+        if (c.VoterTarget is not (1 or 3 or 5))
+        {
+            return Refuse($"voter target must be 1, 3 or 5; got {c.VoterTarget}");
+        }
+
+        var policyErrors = c.DefaultPolicy.Validate();
+        if (policyErrors.Count > 0)
+        {
+            return Refuse($"default policy '{c.DefaultPolicy.Name}' is invalid: {string.Join("; ", policyErrors)}");
+        }
+
+        return (this with
+        {
+            Cluster = new ClusterInfo(c.ClusterId, c.Name, c.CreatedAt, c.DefaultPolicy.Name, c.VoterTarget),
+            Policies = Policies.SetItem(c.DefaultPolicy.Name, c.DefaultPolicy),
+        }, CommandResult.Ok());
+    }
+
+    private (ClusterState, CommandResult) ApplyRegisterHost(RegisterHost c)
+    {
+        if (string.IsNullOrWhiteSpace(c.HostId))
+        {
+            return Refuse("host id is empty");
+        }
+
+        if (!NameRules.IsValid(c.Name, out var nameError))
+        {
+            return Refuse($"host {nameError}");
+        }
+
+        if (Hosts.ContainsKey(c.HostId))
+        {
+            return Refuse($"host '{c.HostId}' is already registered");
+        }
+
+        if (FindHostByName(c.Name) is { } sameName)
+        {
+            return Refuse($"host name '{c.Name}' is already used by host '{sameName.HostId}'");
+        }
+
+        if (c.Voter && string.IsNullOrEmpty(c.Endpoints.Raft))
+        {
+            return Refuse($"host '{c.Name}' is a voter but has no Raft endpoint");
+        }
+
+        var host = new HostRecord(c.HostId, c.Name, NullIfEmpty(c.FaultDomain), c.Endpoints, c.Voter, HostState.Active, c.JoinedAt);
+        return (this with { Hosts = Hosts.Add(c.HostId, host) }, CommandResult.Ok());
+    }
+
+    private (ClusterState, CommandResult) ApplyUpdateHost(UpdateHost c)
+    {
+        if (!Hosts.TryGetValue(c.HostId, out var host))
+        {
+            return Refuse($"host '{c.HostId}' does not exist");
+        }
+
+        if (host.State == HostState.Decommissioned)
+        {
+            return Refuse($"host '{host.Name}' is decommissioned and cannot change");
+        }
+
+        var updated = host with
+        {
+            State = c.State ?? host.State,
+            Endpoints = c.Endpoints ?? host.Endpoints,
+            Voter = c.Voter ?? host.Voter,
+            FaultDomain = c.FaultDomain is null ? host.FaultDomain : NullIfEmpty(c.FaultDomain),
+        };
+        if (updated.Voter && string.IsNullOrEmpty(updated.Endpoints.Raft))
+        {
+            return Refuse($"host '{host.Name}' would be a voter without a Raft endpoint");
+        }
+
+        return (this with { Hosts = Hosts.SetItem(c.HostId, updated) }, CommandResult.Ok());
+    }
+
+    private (ClusterState, CommandResult) ApplyRegisterDisk(RegisterDisk c)
+    {
+        if (string.IsNullOrWhiteSpace(c.DiskId))
+        {
+            return Refuse("disk id is empty");
+        }
+
+        if (!Hosts.TryGetValue(c.HostId, out var host))
+        {
+            return Refuse($"host '{c.HostId}' does not exist");
+        }
+
+        if (host.State == HostState.Decommissioned)
+        {
+            return Refuse($"host '{host.Name}' is decommissioned");
+        }
+
+        if (Disks.TryGetValue(c.DiskId, out var existing))
+        {
+            return Refuse($"disk '{c.DiskId}' is already registered on host '{existing.HostId}' at '{existing.Path}'");
+        }
+
+        if (c.CapacityBytes <= 0)
+        {
+            return Refuse($"disk capacity must be positive; got {c.CapacityBytes}");
+        }
+
+        var disk = new DiskRecord(c.DiskId, c.HostId, c.Path, c.CapacityBytes, DiskState.Online);
+        return (this with { Disks = Disks.Add(c.DiskId, disk) }, CommandResult.Ok());
+    }
+
+    private (ClusterState, CommandResult) ApplyUpdateDiskState(UpdateDiskState c)
+    {
+        if (!Disks.TryGetValue(c.DiskId, out var disk))
+        {
+            return Refuse($"disk '{c.DiskId}' does not exist");
+        }
+
+        if (disk.State == DiskState.Removed && c.State != DiskState.Removed)
+        {
+            return Refuse($"disk '{c.DiskId}' was removed and cannot change state");
+        }
+
+        return (this with { Disks = Disks.SetItem(c.DiskId, disk with { State = c.State }) }, CommandResult.Ok());
+    }
+
+    private (ClusterState, CommandResult) ApplyPutPolicy(PutPolicy c)
+    {
+        var errors = c.Policy.Validate();
+        if (errors.Count > 0)
+        {
+            return Refuse($"policy '{c.Policy.Name}' is invalid: {string.Join("; ", errors)}");
+        }
+
+        return (this with { Policies = Policies.SetItem(c.Policy.Name, c.Policy) }, CommandResult.Ok());
+    }
+
+    private (ClusterState, CommandResult) ApplyDeletePolicy(DeletePolicy c)
+    {
+        if (!Policies.ContainsKey(c.Name))
+        {
+            return Refuse($"policy '{c.Name}' does not exist");
+        }
+
+        if (string.Equals(Cluster?.DefaultPolicyName, c.Name, StringComparison.Ordinal))
+        {
+            return Refuse($"policy '{c.Name}' is the cluster's default policy");
+        }
+
+        var users = VirtualDisks.Values.Where(v => string.Equals(v.PolicyName, c.Name, StringComparison.Ordinal)).Select(v => v.Name).ToList();
+        if (users.Count > 0)
+        {
+            return Refuse($"policy '{c.Name}' is used by virtual disk(s) {string.Join(", ", users.Select(u => $"'{u}'"))}");
+        }
+
+        return (this with { Policies = Policies.Remove(c.Name) }, CommandResult.Ok());
+    }
+
+    private (ClusterState, CommandResult) ApplyCreateVirtualDisk(CreateVirtualDisk c)
+    {
+        var id = c.Layout.ObjectId.ToString("N");
+        if (!NameRules.IsValid(c.Name, out var nameError))
+        {
+            return Refuse($"virtual disk {nameError}");
+        }
+
+        if (FindVirtualDiskByName(c.Name) is not null)
+        {
+            return Refuse($"virtual disk '{c.Name}' already exists");
+        }
+
+        if (VirtualDisks.ContainsKey(id))
+        {
+            return Refuse($"virtual disk id '{id}' already exists");
+        }
+
+        if (!Policies.ContainsKey(c.PolicyName))
+        {
+            return Refuse($"policy '{c.PolicyName}' does not exist");
+        }
+
+        if (ValidateLayout(c.Layout) is { } layoutError)
+        {
+            return Refuse(layoutError);
+        }
+
+        var record = new VirtualDiskRecord(
+            id, c.Name, c.Layout.SizeBytes, c.PolicyName, c.Layout, InitialStates(c.Layout, previous: null),
+            Generation: 1, Lease: null, LeaseEpoch: 0, c.CreatedAt);
+        return (this with { VirtualDisks = VirtualDisks.Add(id, record) }, CommandResult.Ok(record.Generation));
+    }
+
+    private (ClusterState, CommandResult) ApplyResizeVirtualDisk(ResizeVirtualDisk c)
+    {
+        if (!VirtualDisks.TryGetValue(c.VirtualDiskId, out var vdisk))
+        {
+            return Refuse($"virtual disk '{c.VirtualDiskId}' does not exist");
+        }
+
+        if (vdisk.Generation != c.ExpectedGeneration)
+        {
+            return Refuse($"virtual disk '{vdisk.Name}' is at generation {vdisk.Generation}, not {c.ExpectedGeneration}");
+        }
+
+        if (c.Layout.ObjectId.ToString("N") != vdisk.VirtualDiskId)
+        {
+            return Refuse($"layout is for object '{c.Layout.ObjectId:N}', not virtual disk '{vdisk.VirtualDiskId}'");
+        }
+
+        if (c.Layout.SizeBytes <= vdisk.SizeBytes)
+        {
+            return Refuse($"virtual disk '{vdisk.Name}' can only grow: it has {vdisk.SizeBytes} bytes, asked for {c.Layout.SizeBytes}");
+        }
+
+        if (ValidateLayout(c.Layout) is { } layoutError)
+        {
+            return Refuse(layoutError);
+        }
+
+        var updated = vdisk with
+        {
+            SizeBytes = c.Layout.SizeBytes,
+            Layout = c.Layout,
+            ComponentStates = InitialStates(c.Layout, vdisk.ComponentStates),
+            Generation = vdisk.Generation + 1,
+        };
+        return (this with { VirtualDisks = VirtualDisks.SetItem(vdisk.VirtualDiskId, updated) }, CommandResult.Ok(updated.Generation));
+    }
+
+    private (ClusterState, CommandResult) ApplyDeleteVirtualDisk(DeleteVirtualDisk c)
+    {
+        if (!VirtualDisks.TryGetValue(c.VirtualDiskId, out var vdisk))
+        {
+            return Refuse($"virtual disk '{c.VirtualDiskId}' does not exist");
+        }
+
+        if (vdisk.Lease is { } lease && !lease.IsExpiredAt(c.Now))
+        {
+            return Refuse($"virtual disk '{vdisk.Name}' is coordinated by host '{lease.HostId}' until {lease.ExpiresAt:O}");
+        }
+
+        return (this with { VirtualDisks = VirtualDisks.Remove(vdisk.VirtualDiskId) }, CommandResult.Ok());
+    }
+
+    private (ClusterState, CommandResult) ApplyAcquireLease(AcquireLease c)
+    {
+        if (!VirtualDisks.TryGetValue(c.VirtualDiskId, out var vdisk))
+        {
+            return Refuse($"virtual disk '{c.VirtualDiskId}' does not exist");
+        }
+
+        if (!Hosts.TryGetValue(c.HostId, out var host))
+        {
+            return Refuse($"host '{c.HostId}' does not exist");
+        }
+
+        if (host.State != HostState.Active)
+        {
+            return Refuse($"host '{host.Name}' is {host.State.ToString().ToLowerInvariant()} and cannot coordinate");
+        }
+
+        if (c.Duration <= TimeSpan.Zero)
+        {
+            return Refuse($"lease duration must be positive; got {c.Duration}");
+        }
+
+        var current = vdisk.Lease;
+        CoordinatorLease granted;
+        if (current is not null && string.Equals(current.HostId, c.HostId, StringComparison.Ordinal) && c.RequestedEpoch == current.Epoch)
+        {
+            // Renewal by the holder: nobody took the lease over (that would have raised the epoch), so it stays valid.
+            granted = current with { ExpiresAt = Max(current.ExpiresAt, c.Now + c.Duration) };
+        }
+        else if (current is not null && !current.IsExpiredAt(c.Now))
+        {
+            return Refuse($"the lease on virtual disk '{vdisk.Name}' is held by host '{current.HostId}' (epoch {current.Epoch}) until {current.ExpiresAt:O}");
+        }
+        else if (c.RequestedEpoch != vdisk.LeaseEpoch + 1)
+        {
+            return Refuse($"the next coordinator epoch of virtual disk '{vdisk.Name}' is {vdisk.LeaseEpoch + 1}; requested {c.RequestedEpoch}");
+        }
+        else
+        {
+            granted = new CoordinatorLease(c.HostId, c.RequestedEpoch, c.Now + c.Duration);
+        }
+
+        var updated = vdisk with { Lease = granted, LeaseEpoch = granted.Epoch };
+        return (this with { VirtualDisks = VirtualDisks.SetItem(vdisk.VirtualDiskId, updated) },
+            CommandResult.Ok(updated.Generation, granted));
+    }
+
+    private (ClusterState, CommandResult) ApplyReleaseLease(ReleaseLease c)
+    {
+        if (!VirtualDisks.TryGetValue(c.VirtualDiskId, out var vdisk))
+        {
+            return Refuse($"virtual disk '{c.VirtualDiskId}' does not exist");
+        }
+
+        if (vdisk.Lease is not { } lease || !string.Equals(lease.HostId, c.HostId, StringComparison.Ordinal) || lease.Epoch != c.Epoch)
+        {
+            return Refuse($"host '{c.HostId}' does not hold the lease on virtual disk '{vdisk.Name}' at epoch {c.Epoch}");
+        }
+
+        var updated = vdisk with { Lease = null };
+        return (this with { VirtualDisks = VirtualDisks.SetItem(vdisk.VirtualDiskId, updated) }, CommandResult.Ok(updated.Generation));
+    }
+
+    private (ClusterState, CommandResult) ApplySetComponentState(SetComponentState c)
+    {
+        if (!VirtualDisks.TryGetValue(c.VirtualDiskId, out var vdisk))
+        {
+            return Refuse($"virtual disk '{c.VirtualDiskId}' does not exist");
+        }
+
+        if (vdisk.Generation != c.ExpectedGeneration)
+        {
+            return Refuse($"virtual disk '{vdisk.Name}' is at generation {vdisk.Generation}, not {c.ExpectedGeneration}");
+        }
+
+        var key = VirtualDiskRecord.ComponentKey(c.ComponentId);
+        if (!vdisk.ComponentStates.ContainsKey(key))
+        {
+            return Refuse($"virtual disk '{vdisk.Name}' has no component '{key}'");
+        }
+
+        var updated = vdisk with
+        {
+            ComponentStates = vdisk.ComponentStates.SetItem(key, c.State),
+            Generation = vdisk.Generation + 1,
+        };
+        return (this with { VirtualDisks = VirtualDisks.SetItem(vdisk.VirtualDiskId, updated) }, CommandResult.Ok(updated.Generation));
+    }
+
+    /// <summary>Every component must sit on a registered, usable disk of the host it names.</summary>
+    private string? ValidateLayout(ObjectLayout layout)
+    {
+        if (layout.Components.Count == 0)
+        {
+            return "layout has no components";
+        }
+
+        if (layout.Components.Select(p => p.ComponentId).Distinct().Count() != layout.Components.Count)
+        {
+            return "layout has duplicate component ids";
+        }
+
+        foreach (var component in layout.Components)
+        {
+            if (!Disks.TryGetValue(component.DiskId, out var disk))
+            {
+                return $"component '{component.ComponentId:N}' is on disk '{component.DiskId}', which is not registered";
+            }
+
+            if (!string.Equals(disk.HostId, component.HostId, StringComparison.Ordinal))
+            {
+                return $"component '{component.ComponentId:N}' names host '{component.HostId}' but disk '{disk.DiskId}' is on host '{disk.HostId}'";
+            }
+
+            if (disk.State is not DiskState.Online)
+            {
+                return $"component '{component.ComponentId:N}' is on disk '{disk.DiskId}', which is {disk.State.ToString().ToLowerInvariant()}";
+            }
+        }
+
+        return null;
+    }
+
+    /// <summary>New components start active (they are created empty alongside the object); existing ones keep their state.</summary>
+    private static ImmutableSortedDictionary<string, ComponentState> InitialStates(
+        ObjectLayout layout, ImmutableSortedDictionary<string, ComponentState>? previous)
+    {
+        var builder = ImmutableSortedDictionary.CreateBuilder<string, ComponentState>(StringComparer.Ordinal);
+        foreach (var component in layout.Components)
+        {
+            var key = VirtualDiskRecord.ComponentKey(component.ComponentId);
+            builder[key] = previous is not null && previous.TryGetValue(key, out var state) ? state : ComponentState.Active;
+        }
+
+        return builder.ToImmutable();
+    }
+
+    private static string? NullIfEmpty(string? value) => string.IsNullOrEmpty(value) ? null : value;
+
+    private static DateTimeOffset Max(DateTimeOffset a, DateTimeOffset b) => a >= b ? a : b;
+}

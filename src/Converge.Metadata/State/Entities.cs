@@ -1,0 +1,85 @@
+using System.Collections.Immutable;
+using Converge.Placement;
+
+namespace Converge.Metadata;
+
+/// <summary>The cluster itself: set once by <see cref="InitializeCluster"/>.</summary>
+/// <param name="VoterTarget">How many hosts are Raft members: 3 or 5 (1 for a single-host lab).</param>
+public sealed record ClusterInfo(
+    string ClusterId,
+    string Name,
+    DateTimeOffset CreatedAt,
+    string DefaultPolicyName,
+    int VoterTarget);
+
+public enum HostState
+{
+    Active,
+    Maintenance,
+    Decommissioned,
+}
+
+/// <summary>Where a host listens. <see cref="Raft"/> is null for hosts that are metadata clients, not Raft members.</summary>
+public sealed record HostEndpoints(string Api, string Nbd, string PeerData, string? Raft);
+
+public sealed record HostRecord(
+    string HostId,
+    string Name,
+    string? FaultDomain,
+    HostEndpoints Endpoints,
+    bool Voter,
+    HostState State,
+    DateTimeOffset JoinedAt);
+
+public enum DiskState
+{
+    Online,
+    Missing,
+    Corrupt,
+    Failed,
+    Evacuating,
+    Removed,
+}
+
+/// <summary>A disk of a host. Usage is not replicated (it changes with every write); hosts report it directly.</summary>
+/// <param name="DiskId">The store's disk Guid in "N" format.</param>
+public sealed record DiskRecord(string DiskId, string HostId, string Path, long CapacityBytes, DiskState State);
+
+public enum ComponentState
+{
+    Active,
+    Absent,
+    Degraded,
+    Stale,
+    Resyncing,
+}
+
+/// <summary>The right to coordinate one virtual disk's I/O until <see cref="ExpiresAt"/> (a time carried by the command).</summary>
+public sealed record CoordinatorLease(string HostId, long Epoch, DateTimeOffset ExpiresAt)
+{
+    public bool IsExpiredAt(DateTimeOffset now) => now >= ExpiresAt;
+}
+
+/// <summary>A virtual disk: one object with its layout and the state of each component.</summary>
+/// <param name="VirtualDiskId">The object id, a Guid in "N" format (equals <see cref="ObjectLayout.ObjectId"/>).</param>
+/// <param name="ComponentStates">State per component, keyed by component Guid in "N" format.</param>
+/// <param name="Generation">Configuration generation: bumped by every layout or component-state change.</param>
+/// <param name="Lease">The current coordinator lease, or null when released (an expired lease stays until replaced).</param>
+/// <param name="LeaseEpoch">The highest coordinator epoch ever granted; survives release so epochs never repeat.</param>
+public sealed record VirtualDiskRecord(
+    string VirtualDiskId,
+    string Name,
+    long SizeBytes,
+    string PolicyName,
+    ObjectLayout Layout,
+    ImmutableSortedDictionary<string, ComponentState> ComponentStates,
+    long Generation,
+    CoordinatorLease? Lease,
+    long LeaseEpoch,
+    DateTimeOffset CreatedAt)
+{
+    public ComponentState StateOf(Guid componentId) =>
+        ComponentStates.TryGetValue(ComponentKey(componentId), out var state) ? state : ComponentState.Absent;
+
+    public static string ComponentKey(Guid componentId) => componentId.ToString("N");
+}
