@@ -1,0 +1,195 @@
+using System.Globalization;
+using System.Reflection;
+using Converge.Nbd;
+using Microsoft.AspNetCore.Connections;
+using Microsoft.AspNetCore.Server.Kestrel.Core;
+using Microsoft.Extensions.Logging.Console;
+
+namespace Converge.Host;
+
+/// <summary>
+/// The daemon: opens the disks, serves NBD and the management API from one Kestrel, and on SIGTERM/SIGINT
+/// (or <c>cancellationToken</c>) stops accepting, finishes in-flight requests, then flushes, checkpoints and
+/// closes every disk.
+/// </summary>
+public static class ConvergeHost
+{
+    /// <summary>Category of the host's own log lines (<c>info: converge.host[9] ready</c>).</summary>
+    public const string LogCategory = "converge.host";
+
+    public const string PidFileName = "host.pid";
+    public const string LockFileName = "host.lock";
+
+    /// <summary>Runs until stopped. Returns 0 after a clean shutdown, 1 when the host could not start (the reason is logged).</summary>
+    /// <exception cref="HostOptionsException">The options are invalid.</exception>
+    /// <exception cref="HostStartException">The data directory cannot be created (nothing is logged yet).</exception>
+    public static async Task<int> RunAsync(HostOptions options, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        options.Validate();
+
+        var dataDirectory = Path.GetFullPath(options.DataDirectory);
+        try
+        {
+            Directory.CreateDirectory(dataDirectory);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new HostStartException($"cannot create the data directory {dataDirectory}: {e.Message}", e);
+        }
+
+        var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions
+        {
+            Args = [],
+            ApplicationName = "converge",
+            ContentRootPath = dataDirectory,
+        });
+        ConfigureLogging(builder.Logging);
+        builder.Services.Configure<Microsoft.Extensions.Hosting.HostOptions>(o => o.ShutdownTimeout = options.ShutdownTimeout);
+        builder.Services.Configure<ConsoleLifetimeOptions>(o => o.SuppressStatusMessages = true);
+        builder.Services.AddSingleton(options);
+        builder.Services.AddSingleton(options.Time);
+        builder.Services.AddSingleton<HostInventory>();
+        builder.Services.AddSingleton<INbdExportCatalog>(sp => sp.GetRequiredService<HostInventory>());
+        builder.Services.AddSingleton(new NbdServerOptions { Time = options.Time });
+        builder.Services.AddSingleton<HostRuntime>();
+        builder.WebHost.ConfigureKestrel(k =>
+        {
+            k.AddServerHeader = false;
+            k.Listen(options.NbdEndPoint, l => l.UseConnectionHandler<NbdConnectionHandler>());
+            k.Listen(options.ApiEndPoint, l => l.Protocols = HttpProtocols.Http1);
+        });
+
+        await using var app = builder.Build();
+        var logger = app.Services.GetRequiredService<ILoggerFactory>().CreateLogger(LogCategory);
+        var runtime = app.Services.GetRequiredService<HostRuntime>();
+        ManagementApi.Map(app);
+
+        FileStream? lockFile = null;
+        var pidPath = Path.Combine(dataDirectory, PidFileName);
+        HostInventory? inventory = null;
+        try
+        {
+            try
+            {
+                lockFile = AcquireLock(dataDirectory);
+                await File.WriteAllTextAsync(pidPath, Environment.ProcessId.ToString(CultureInfo.InvariantCulture) + "\n", cancellationToken).ConfigureAwait(false);
+
+                inventory = app.Services.GetRequiredService<HostInventory>();
+                await inventory.OpenAsync(cancellationToken).ConfigureAwait(false);
+                try
+                {
+                    await app.StartAsync(cancellationToken).ConfigureAwait(false);
+                }
+                catch (Exception e) when (e is IOException or InvalidOperationException)
+                {
+                    throw new HostStartException(
+                        $"cannot listen (NBD on {options.NbdEndPoint}, API on {options.ApiEndPoint}): {e.Message} " +
+                        "Is another host or NBD server using the port? Pick others with --nbd-listen/--api-listen.",
+                        e);
+                }
+            }
+            catch (Exception e) when (e is HostStartException or IOException or UnauthorizedAccessException)
+            {
+                Log.StartFailed(logger, e.Message);
+                return 1;
+            }
+            catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+            {
+                return 0;
+            }
+
+            app.Lifetime.ApplicationStopping.Register(() => Log.Stopping(logger, options.ShutdownTimeout.TotalSeconds));
+            runtime.MarkReady(options.Time.GetUtcNow());
+            Log.Listening(logger, HostInventory.FormatEndPoint(options.NbdEndPoint), runtime.ApiEndpoint);
+            Log.Ready(logger);
+
+            // Returns once the listeners have stopped: in-flight requests finished, or connections cut after ShutdownTimeout.
+            await app.WaitForShutdownAsync(cancellationToken).ConfigureAwait(false);
+            return 0;
+        }
+        finally
+        {
+            if (inventory is not null)
+            {
+                await inventory.DisposeAsync().ConfigureAwait(false);
+            }
+
+            if (lockFile is not null)
+            {
+                TryDelete(pidPath);
+                await lockFile.DisposeAsync().ConfigureAwait(false);
+                Log.Stopped(logger);
+            }
+        }
+    }
+
+    internal static string Version { get; } =
+        typeof(ConvergeHost).Assembly.GetCustomAttribute<AssemblyInformationalVersionAttribute>()?.InformationalVersion
+        ?? typeof(ConvergeHost).Assembly.GetName().Version?.ToString()
+        ?? "0.0.0";
+
+    private static void ConfigureLogging(ILoggingBuilder logging)
+    {
+        logging.ClearProviders();
+        logging.SetMinimumLevel(LogLevel.Information);
+        logging.AddFilter("Microsoft", LogLevel.Warning);
+        logging.AddFilter("Microsoft.Hosting.Lifetime", LogLevel.Warning);
+
+        // A failed bind is reported once, in words, by "cannot start: ..."; not again as a stack trace.
+        logging.AddFilter("Microsoft.Extensions.Hosting.Internal.Host", LogLevel.Critical);
+        logging.AddSimpleConsole(o =>
+        {
+            o.SingleLine = true;
+            o.TimestampFormat = "yyyy-MM-ddTHH:mm:ss.fff ";
+            o.UseUtcTimestamp = true;
+            o.ColorBehavior = LoggerColorBehavior.Disabled;
+        });
+    }
+
+    /// <summary>One host per data directory: an exclusive lock (flock) on <c>DIR/host.lock</c> held while running.</summary>
+    private static FileStream AcquireLock(string dataDirectory)
+    {
+        var path = Path.Combine(dataDirectory, LockFileName);
+        try
+        {
+            return new FileStream(path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None);
+        }
+        catch (IOException e)
+        {
+            var pid = File.Exists(Path.Combine(dataDirectory, PidFileName))
+                ? File.ReadAllText(Path.Combine(dataDirectory, PidFileName)).Trim()
+                : "unknown";
+            throw new HostStartException($"another host (pid {pid}) is already running with data directory {dataDirectory}", e);
+        }
+    }
+
+    private static void TryDelete(string path)
+    {
+        try
+        {
+            File.Delete(path);
+        }
+        catch (IOException)
+        {
+        }
+    }
+}
+
+/// <summary>Facts about the running process the API reports.</summary>
+internal sealed class HostRuntime(HostOptions options)
+{
+    private volatile bool ready;
+
+    public bool Ready => ready;
+
+    public DateTimeOffset StartedAt { get; private set; }
+
+    public string ApiEndpoint { get; } = "http://" + HostInventory.FormatEndPoint(options.ApiEndPoint);
+
+    public void MarkReady(DateTimeOffset now)
+    {
+        StartedAt = now;
+        ready = true;
+    }
+}

@@ -1,0 +1,152 @@
+using System.Globalization;
+using System.Net;
+using Converge.Common;
+
+namespace Converge.Host;
+
+/// <summary>Everything <see cref="ConvergeHost.RunAsync"/> needs. Immutable; <see cref="Validate"/> says what is wrong in words.</summary>
+public sealed record HostOptions
+{
+    public const int DefaultNbdPort = 10809;
+    public const int DefaultApiPort = 7480;
+
+    /// <summary>Holds <c>host.json</c>, <c>host.pid</c> and <c>host.lock</c>.</summary>
+    public required string DataDirectory { get; init; }
+
+    /// <summary>Disks given on the command line, in addition to those already recorded in <c>host.json</c>.</summary>
+    public IReadOnlyList<DiskSpec> Disks { get; init; } = [];
+
+    /// <summary>Host name; null keeps the recorded one (or derives one from the machine name the first time).</summary>
+    public string? Name { get; init; }
+
+    public IPEndPoint NbdEndPoint { get; init; } = new(IPAddress.Loopback, DefaultNbdPort);
+    public IPEndPoint ApiEndPoint { get; init; } = new(IPAddress.Loopback, DefaultApiPort);
+
+    public TimeProvider Time { get; init; } = TimeProvider.System;
+
+    /// <summary>
+    /// How long open connections may take to finish after SIGTERM before they are cut. Shorter than the 30 s
+    /// <c>converge down</c> allows, so the disks are still flushed and checkpointed before any SIGKILL.
+    /// </summary>
+    public TimeSpan ShutdownTimeout { get; init; } = TimeSpan.FromSeconds(10);
+
+    /// <summary>How often each disk flushes unflushed writes in the background.</summary>
+    public TimeSpan BackgroundFlushInterval { get; init; } = TimeSpan.FromSeconds(1);
+
+    /// <summary>Throws <see cref="HostOptionsException"/> listing every problem.</summary>
+    public void Validate()
+    {
+        var problems = new List<string>();
+        if (string.IsNullOrWhiteSpace(DataDirectory))
+        {
+            problems.Add("the data directory (--data) is empty");
+        }
+
+        if (Name is not null && !NameRules.IsValid(Name, out var nameError))
+        {
+            problems.Add($"host {nameError}");
+        }
+
+        var seen = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var disk in Disks)
+        {
+            if (string.IsNullOrWhiteSpace(disk.Path))
+            {
+                problems.Add("a disk path (--disk) is empty");
+                continue;
+            }
+
+            if (!seen.Add(System.IO.Path.GetFullPath(disk.Path)))
+            {
+                problems.Add($"disk {disk.Path} is given twice");
+            }
+
+            if (disk.SizeBytes is { } size && (size <= 0 || size % BlockGeometry.BlockSize != 0))
+            {
+                problems.Add($"disk {disk.Path}: size {size} bytes must be positive and a multiple of {BlockGeometry.BlockSize}");
+            }
+        }
+
+        foreach (var (endPoint, option) in new[] { (NbdEndPoint, "--nbd-listen"), (ApiEndPoint, "--api-listen") })
+        {
+            if (endPoint.Port == 0)
+            {
+                problems.Add($"{option} {endPoint}: port 0 is not supported; pick a port");
+            }
+        }
+
+        if (NbdEndPoint.Equals(ApiEndPoint))
+        {
+            problems.Add($"the NBD and API listeners both use {NbdEndPoint}; give them different ports");
+        }
+
+        if (ShutdownTimeout <= TimeSpan.Zero || BackgroundFlushInterval <= TimeSpan.Zero)
+        {
+            problems.Add("the shutdown timeout and the background flush interval must be positive");
+        }
+
+        if (problems.Count > 0)
+        {
+            throw new HostOptionsException(string.Join("; ", problems));
+        }
+    }
+
+    /// <summary>Parses <c>127.0.0.1:10809</c>, <c>[::1]:10809</c>, <c>0.0.0.0:7480</c>, <c>localhost:7480</c>.</summary>
+    public static IPEndPoint ParseEndPoint(string text, string what)
+    {
+        ArgumentNullException.ThrowIfNull(text);
+        var s = text.Trim();
+        if (s.StartsWith("localhost:", StringComparison.OrdinalIgnoreCase))
+        {
+            s = "127.0.0.1" + s["localhost".Length..];
+        }
+
+        if (IPEndPoint.TryParse(s, out var endPoint) && s.Contains(':', StringComparison.Ordinal) && endPoint.Port != 0)
+        {
+            return endPoint;
+        }
+
+        throw new HostOptionsException($"{what} '{text}' is not an address and port such as 127.0.0.1:{DefaultNbdPort}");
+    }
+}
+
+/// <summary>One <c>--disk PATH[:SIZE]</c>: with a size a missing file is formatted; without one, the file must exist.</summary>
+public sealed record DiskSpec(string Path, long? SizeBytes)
+{
+    /// <summary>Parses <c>PATH</c> or <c>PATH:SIZE</c> (the size after the last colon, e.g. <c>/d/disk1.img:8GiB</c>).</summary>
+    public static DiskSpec Parse(string text)
+    {
+        ArgumentNullException.ThrowIfNull(text);
+        var colon = text.LastIndexOf(':');
+        if (colon > 0 && colon < text.Length - 1)
+        {
+            var sizeText = text[(colon + 1)..];
+            if (!sizeText.Contains('/', StringComparison.Ordinal))
+            {
+                if (!ByteSize.TryParse(sizeText, out var bytes, out var error))
+                {
+                    throw new HostOptionsException($"--disk '{text}': {error}");
+                }
+
+                if (bytes <= 0 || bytes % BlockGeometry.BlockSize != 0)
+                {
+                    throw new HostOptionsException(string.Create(
+                        CultureInfo.InvariantCulture,
+                        $"--disk '{text}': the size must be positive and a multiple of {BlockGeometry.BlockSize} bytes"));
+                }
+
+                return new DiskSpec(text[..colon], bytes);
+            }
+        }
+
+        return new DiskSpec(text, null);
+    }
+
+    public override string ToString() => SizeBytes is { } s ? $"{Path}:{ByteSize.Format(s)}" : Path;
+}
+
+/// <summary>Invalid host configuration; the message is meant for the operator.</summary>
+public sealed class HostOptionsException(string message) : Exception(message);
+
+/// <summary>The host could not start (data directory in use, no disks, a port taken...); the message says why.</summary>
+public sealed class HostStartException(string message, Exception? inner = null) : Exception(message, inner);

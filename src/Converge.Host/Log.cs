@@ -1,0 +1,63 @@
+
+namespace Converge.Host;
+
+/// <summary>Every log line of the host, one event each.</summary>
+internal static partial class Log
+{
+    [LoggerMessage(1, LogLevel.Information, "starting host {Name} (id {Id}) with data directory {DataDirectory}")]
+    public static partial void HostStarting(ILogger logger, string name, Guid id, string dataDirectory);
+
+    [LoggerMessage(2, LogLevel.Information, "disk {Path} is online: id {Id}, capacity {Capacity}, {Components} virtual disk(s)")]
+    public static partial void DiskOpened(ILogger logger, string path, Guid id, string capacity, int components);
+
+    [LoggerMessage(3, LogLevel.Information, "formatted new disk {Path}: id {Id}, capacity {Capacity}")]
+    public static partial void DiskFormatted(ILogger logger, string path, Guid id, string capacity);
+
+    [LoggerMessage(4, LogLevel.Error, "disk {Path} is {State}: {Reason}; its virtual disks are unavailable (it is never reformatted)")]
+    public static partial void DiskUnavailable(ILogger logger, string path, string state, string reason);
+
+    [LoggerMessage(5, LogLevel.Warning, "virtual disk {Name} is unavailable: its disk {Path} is {State}")]
+    public static partial void VirtualDiskUnavailable(ILogger logger, string name, string path, string state);
+
+    [LoggerMessage(6, LogLevel.Warning, "virtual disk {Name} on {Path} is ignored: a virtual disk of that name is already on {OtherPath}")]
+    public static partial void DuplicateVirtualDisk(ILogger logger, string name, string path, string otherPath);
+
+    [LoggerMessage(7, LogLevel.Warning, "virtual disk {Name} was recorded on {Path} but the disk no longer holds it; forgetting it")]
+    public static partial void CatalogEntryDropped(ILogger logger, string name, string path);
+
+    [LoggerMessage(8, LogLevel.Information, "listening NBD on {Nbd}, API on {Api}")]
+    public static partial void Listening(ILogger logger, string nbd, string api);
+
+    [LoggerMessage(9, LogLevel.Information, "ready")]
+    public static partial void Ready(ILogger logger);
+
+    [LoggerMessage(10, LogLevel.Critical, "cannot start: {Reason}")]
+    public static partial void StartFailed(ILogger logger, string reason);
+
+    [LoggerMessage(11, LogLevel.Information, "created virtual disk {Name} ({Size}) on {Path}")]
+    public static partial void VirtualDiskCreated(ILogger logger, string name, string size, string path);
+
+    [LoggerMessage(12, LogLevel.Information, "resized virtual disk {Name} from {OldSize} to {NewSize}")]
+    public static partial void VirtualDiskResized(ILogger logger, string name, string oldSize, string newSize);
+
+    [LoggerMessage(13, LogLevel.Information, "deleted virtual disk {Name} from {Path}")]
+    public static partial void VirtualDiskDeleted(ILogger logger, string name, string path);
+
+    [LoggerMessage(14, LogLevel.Information, "added disk {Path} (id {Id})")]
+    public static partial void DiskAdded(ILogger logger, string path, Guid id);
+
+    [LoggerMessage(15, LogLevel.Information, "stopping: no new connections; finishing in-flight requests (connections still open after {Seconds} s are cut)")]
+    public static partial void Stopping(ILogger logger, double seconds);
+
+    [LoggerMessage(16, LogLevel.Information, "disk {Path} flushed, checkpointed and closed")]
+    public static partial void DiskClosed(ILogger logger, string path);
+
+    [LoggerMessage(17, LogLevel.Error, "disk {Path} could not be flushed and closed cleanly: {Reason}")]
+    public static partial void DiskCloseFailed(ILogger logger, Exception exception, string path, string reason);
+
+    [LoggerMessage(18, LogLevel.Information, "stopped")]
+    public static partial void Stopped(ILogger logger);
+
+    [LoggerMessage(19, LogLevel.Error, "{Method} {Path} failed: {Reason}")]
+    public static partial void RequestFailed(ILogger logger, Exception exception, string method, string path, string reason);
+}

@@ -1,0 +1,163 @@
+using System.Text.Json;
+using System.Text.Json.Serialization.Metadata;
+using Converge.Common;
+using Converge.Management.Contracts;
+
+namespace Converge.Host;
+
+/// <summary>The REST API (<c>/api/v1</c>). Every error is an RFC 7807 problem whose <c>detail</c> is the operator message.</summary>
+internal static class ManagementApi
+{
+    private const string ProblemContentType = "application/problem+json";
+
+    public static void Map(WebApplication app)
+    {
+        var logger = app.Services.GetRequiredService<ILoggerFactory>().CreateLogger(ConvergeHost.LogCategory);
+        app.Use(async (context, next) =>
+        {
+            try
+            {
+                await next(context).ConfigureAwait(false);
+            }
+            catch (Exception e) when (!context.Response.HasStarted && !context.RequestAborted.IsCancellationRequested)
+            {
+                var result = ToProblem(e, out var unexpected);
+                if (unexpected)
+                {
+                    Log.RequestFailed(logger, e, context.Request.Method, context.Request.Path, e.Message);
+                }
+
+                await result.ExecuteAsync(context).ConfigureAwait(false);
+            }
+        });
+
+        var api = app.MapGroup("/api/v1");
+        api.MapGet("/health", (HostRuntime runtime) => runtime.Ready
+            ? Json(new HealthInfo { Status = "ready" }, ContractsJsonContext.Default.HealthInfo)
+            : Json(new HealthInfo { Status = "starting" }, ContractsJsonContext.Default.HealthInfo, StatusCodes.Status503ServiceUnavailable));
+
+        api.MapGet("/host", (HostInventory inventory, HostRuntime runtime) => Json(
+            new HostInfo
+            {
+                Id = inventory.HostId.ToString(),
+                Name = inventory.HostName,
+                Version = ConvergeHost.Version,
+                NbdEndpoint = inventory.NbdEndpoint,
+                ApiEndpoint = runtime.ApiEndpoint,
+                StartedAt = runtime.StartedAt,
+                DiskCount = inventory.DiskCount,
+                VirtualDiskCount = inventory.VirtualDiskCount,
+            },
+            ContractsJsonContext.Default.HostInfo));
+
+        api.MapGet("/disks", (HostInventory inventory) =>
+            Json(inventory.ListDisks(), ContractsJsonContext.Default.IReadOnlyListDiskInfo));
+
+        api.MapPost("/disks", async (HttpContext context, HostInventory inventory) =>
+        {
+            var request = await ReadBodyAsync(context, ContractsJsonContext.Default.AddDiskRequest).ConfigureAwait(false);
+            var disk = await inventory.AddDiskAsync(request.Path, request.Size, context.RequestAborted).ConfigureAwait(false);
+            context.Response.Headers.Location = "/api/v1/disks";
+            return Json(disk, ContractsJsonContext.Default.DiskInfo, StatusCodes.Status201Created);
+        });
+
+        api.MapGet("/vdisks", (HostInventory inventory) =>
+            Json(inventory.ListVirtualDisks(), ContractsJsonContext.Default.IReadOnlyListVirtualDiskInfo));
+
+        api.MapGet("/vdisks/{name}", (string name, HostInventory inventory) =>
+            Json(inventory.GetVirtualDisk(name), ContractsJsonContext.Default.VirtualDiskInfo));
+
+        api.MapPost("/vdisks", async (HttpContext context, HostInventory inventory) =>
+        {
+            var request = await ReadBodyAsync(context, ContractsJsonContext.Default.CreateVirtualDiskRequest).ConfigureAwait(false);
+            var created = await inventory.CreateVirtualDiskAsync(request.Name, request.Size, context.RequestAborted).ConfigureAwait(false);
+            context.Response.Headers.Location = "/api/v1/vdisks/" + Uri.EscapeDataString(created.Name);
+            return Json(created, ContractsJsonContext.Default.VirtualDiskInfo, StatusCodes.Status201Created);
+        });
+
+        api.MapPatch("/vdisks/{name}", async (string name, HttpContext context, HostInventory inventory) =>
+        {
+            var request = await ReadBodyAsync(context, ContractsJsonContext.Default.ResizeVirtualDiskRequest).ConfigureAwait(false);
+            var resized = await inventory.ResizeVirtualDiskAsync(name, request.Size, context.RequestAborted).ConfigureAwait(false);
+            return Json(resized, ContractsJsonContext.Default.VirtualDiskInfo);
+        });
+
+        api.MapDelete("/vdisks/{name}", async (string name, HttpContext context, HostInventory inventory) =>
+        {
+            await inventory.DeleteVirtualDiskAsync(name, context.RequestAborted).ConfigureAwait(false);
+            return Results.NoContent();
+        });
+
+        app.MapFallback((HttpContext context) => Problem(
+            StatusCodes.Status404NotFound,
+            "Not found",
+            $"there is no endpoint {context.Request.Method} {context.Request.Path}; the API is under /api/v1 (health, host, disks, vdisks)"));
+    }
+
+    private static async Task<T> ReadBodyAsync<T>(HttpContext context, JsonTypeInfo<T> typeInfo)
+        where T : class
+    {
+        try
+        {
+            return await context.Request.ReadFromJsonAsync(typeInfo, context.RequestAborted).ConfigureAwait(false)
+                ?? throw new BadRequestException("the request body is empty; send a JSON object");
+        }
+        catch (JsonException e)
+        {
+            throw new BadRequestException($"the request body is not a valid {typeof(T).Name}: {e.Message}");
+        }
+        catch (InvalidOperationException e) when (!context.Request.HasJsonContentType())
+        {
+            throw new BadRequestException($"send the request body as application/json ({e.Message})");
+        }
+    }
+
+    private static IResult ToProblem(Exception e, out bool unexpected)
+    {
+        unexpected = false;
+        switch (e)
+        {
+            case HostOperationException op:
+                return op.Kind switch
+                {
+                    HostErrorKind.Invalid => Problem(StatusCodes.Status400BadRequest, "Invalid request", op.Message),
+                    HostErrorKind.NotFound => Problem(StatusCodes.Status404NotFound, "Not found", op.Message),
+                    HostErrorKind.Conflict => Problem(StatusCodes.Status409Conflict, "Conflict", op.Message),
+                    _ => Problem(StatusCodes.Status507InsufficientStorage, "Insufficient storage", op.Message),
+                };
+            case BadRequestException bad:
+                return Problem(StatusCodes.Status400BadRequest, "Invalid request", bad.Message);
+            case BadHttpRequestException bad:
+                return Problem(bad.StatusCode, "Invalid request", bad.Message);
+            case VolumeException { Error: VolumeError.NoSpace } full:
+                return Problem(StatusCodes.Status507InsufficientStorage, "Insufficient storage", full.Message);
+            default:
+                unexpected = true;
+                return Problem(StatusCodes.Status500InternalServerError, "Internal error", $"the host failed: {e.Message}");
+        }
+    }
+
+    private static IResult Problem(int status, string title, string detail) => Results.Json(
+        new ProblemInfo
+        {
+            Type = status switch
+            {
+                400 => "https://tools.ietf.org/html/rfc9110#section-15.5.1",
+                404 => "https://tools.ietf.org/html/rfc9110#section-15.5.5",
+                409 => "https://tools.ietf.org/html/rfc9110#section-15.5.10",
+                507 => "https://tools.ietf.org/html/rfc4918#section-11.5",
+                _ => "https://tools.ietf.org/html/rfc9110#section-15.6.1",
+            },
+            Title = title,
+            Status = status,
+            Detail = detail,
+        },
+        ContractsJsonContext.Default.ProblemInfo,
+        ProblemContentType,
+        status);
+
+    private static IResult Json<T>(T value, JsonTypeInfo<T> typeInfo, int status = StatusCodes.Status200OK) =>
+        Results.Json(value, typeInfo, contentType: null, statusCode: status);
+
+    private sealed class BadRequestException(string message) : Exception(message);
+}

@@ -1,0 +1,34 @@
+using System.Text.Encodings.Web;
+using System.Text.Json;
+using System.Text.Json.Serialization;
+
+namespace Converge.Management.Contracts;
+
+/// <summary>Source-generated serialization of every DTO: camelCase names, case-insensitive reads.</summary>
+[JsonSourceGenerationOptions(JsonSerializerDefaults.Web)]
+[JsonSerializable(typeof(HealthInfo))]
+[JsonSerializable(typeof(HostInfo))]
+[JsonSerializable(typeof(DiskInfo))]
+[JsonSerializable(typeof(IReadOnlyList<DiskInfo>))]
+[JsonSerializable(typeof(VirtualDiskInfo))]
+[JsonSerializable(typeof(IReadOnlyList<VirtualDiskInfo>))]
+[JsonSerializable(typeof(CreateVirtualDiskRequest))]
+[JsonSerializable(typeof(ResizeVirtualDiskRequest))]
+[JsonSerializable(typeof(AddDiskRequest))]
+[JsonSerializable(typeof(ProblemInfo))]
+[JsonSerializable(typeof(StatusInfo))]
+[JsonSerializable(typeof(ClusterFile))]
+[JsonSerializable(typeof(string))]
+[JsonSerializable(typeof(long))]
+public sealed partial class ContractsJsonContext : JsonSerializerContext
+{
+    private static ContractsJsonContext? indented;
+
+    /// <summary>The same contract, indented and without needless escaping: for files people read and for <c>--json</c> output.</summary>
+    public static ContractsJsonContext Indented =>
+        indented ??= new ContractsJsonContext(new JsonSerializerOptions(JsonSerializerDefaults.Web)
+        {
+            WriteIndented = true,
+            Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping,
+        });
+}

@@ -1,0 +1,162 @@
+using System.Net;
+using System.Net.Http.Json;
+using System.Text.Json;
+using System.Text.Json.Serialization.Metadata;
+
+namespace Converge.Management.Contracts;
+
+/// <summary>
+/// The management API of one host, typed. <see cref="HttpClient.BaseAddress"/> must be the API base URL
+/// (e.g. <c>http://127.0.0.1:7480</c>). Every method throws <see cref="ConvergeApiException"/> when the host
+/// answers with an error (its <see cref="ConvergeApiException.Detail"/> is the message to show) and
+/// <see cref="HttpRequestException"/> when the host cannot be reached.
+/// </summary>
+public sealed class ConvergeApiClient
+{
+    private readonly HttpClient http;
+
+    public ConvergeApiClient(HttpClient http)
+    {
+        ArgumentNullException.ThrowIfNull(http);
+        this.http = http;
+    }
+
+    public Task<HealthInfo> GetHealthAsync(CancellationToken cancellationToken = default) =>
+        GetAsync("/api/v1/health", ContractsJsonContext.Default.HealthInfo, cancellationToken);
+
+    public Task<HostInfo> GetHostAsync(CancellationToken cancellationToken = default) =>
+        GetAsync("/api/v1/host", ContractsJsonContext.Default.HostInfo, cancellationToken);
+
+    public Task<IReadOnlyList<DiskInfo>> ListDisksAsync(CancellationToken cancellationToken = default) =>
+        GetAsync("/api/v1/disks", ContractsJsonContext.Default.IReadOnlyListDiskInfo, cancellationToken);
+
+    public Task<DiskInfo> AddDiskAsync(string path, string? size, CancellationToken cancellationToken = default) =>
+        SendAsync(
+            HttpMethod.Post,
+            "/api/v1/disks",
+            JsonContent.Create(new AddDiskRequest { Path = path, Size = size }, ContractsJsonContext.Default.AddDiskRequest),
+            ContractsJsonContext.Default.DiskInfo,
+            cancellationToken);
+
+    public Task<IReadOnlyList<VirtualDiskInfo>> ListVirtualDisksAsync(CancellationToken cancellationToken = default) =>
+        GetAsync("/api/v1/vdisks", ContractsJsonContext.Default.IReadOnlyListVirtualDiskInfo, cancellationToken);
+
+    public Task<VirtualDiskInfo> GetVirtualDiskAsync(string name, CancellationToken cancellationToken = default) =>
+        GetAsync(VirtualDiskPath(name), ContractsJsonContext.Default.VirtualDiskInfo, cancellationToken);
+
+    /// <summary>Like <see cref="GetVirtualDiskAsync"/>, but null when the host answers 404.</summary>
+    public async Task<VirtualDiskInfo?> TryGetVirtualDiskAsync(string name, CancellationToken cancellationToken = default)
+    {
+        try
+        {
+            return await GetVirtualDiskAsync(name, cancellationToken).ConfigureAwait(false);
+        }
+        catch (ConvergeApiException e) when (e.Status == (int)HttpStatusCode.NotFound)
+        {
+            return null;
+        }
+    }
+
+    /// <summary>Creates a virtual disk; <paramref name="size"/> is a size string such as <c>10GiB</c>.</summary>
+    public Task<VirtualDiskInfo> CreateVirtualDiskAsync(string name, string size, CancellationToken cancellationToken = default) =>
+        CreateVirtualDiskAsync(CreateVirtualDiskRequest.Create(name, size), cancellationToken);
+
+    public Task<VirtualDiskInfo> CreateVirtualDiskAsync(string name, long sizeBytes, CancellationToken cancellationToken = default) =>
+        CreateVirtualDiskAsync(CreateVirtualDiskRequest.Create(name, sizeBytes), cancellationToken);
+
+    public Task<VirtualDiskInfo> CreateVirtualDiskAsync(CreateVirtualDiskRequest request, CancellationToken cancellationToken = default) =>
+        SendAsync(
+            HttpMethod.Post,
+            "/api/v1/vdisks",
+            JsonContent.Create(request, ContractsJsonContext.Default.CreateVirtualDiskRequest),
+            ContractsJsonContext.Default.VirtualDiskInfo,
+            cancellationToken);
+
+    public Task<VirtualDiskInfo> ResizeVirtualDiskAsync(string name, string size, CancellationToken cancellationToken = default) =>
+        SendAsync(
+            HttpMethod.Patch,
+            VirtualDiskPath(name),
+            JsonContent.Create(new ResizeVirtualDiskRequest { Size = size }, ContractsJsonContext.Default.ResizeVirtualDiskRequest),
+            ContractsJsonContext.Default.VirtualDiskInfo,
+            cancellationToken);
+
+    public async Task DeleteVirtualDiskAsync(string name, CancellationToken cancellationToken = default)
+    {
+        using var request = new HttpRequestMessage(HttpMethod.Delete, VirtualDiskPath(name));
+        using var response = await http.SendAsync(request, cancellationToken).ConfigureAwait(false);
+        await ThrowIfErrorAsync(request, response, cancellationToken).ConfigureAwait(false);
+    }
+
+    private static string VirtualDiskPath(string name) => "/api/v1/vdisks/" + Uri.EscapeDataString(name);
+
+    private async Task<T> GetAsync<T>(string path, JsonTypeInfo<T> typeInfo, CancellationToken cancellationToken) =>
+        await SendAsync(HttpMethod.Get, path, content: null, typeInfo, cancellationToken).ConfigureAwait(false);
+
+    private async Task<T> SendAsync<T>(
+        HttpMethod method, string path, HttpContent? content, JsonTypeInfo<T> typeInfo, CancellationToken cancellationToken)
+    {
+        using var request = new HttpRequestMessage(method, path) { Content = content };
+        using var response = await http.SendAsync(request, cancellationToken).ConfigureAwait(false);
+        await ThrowIfErrorAsync(request, response, cancellationToken).ConfigureAwait(false);
+        try
+        {
+            var result = await response.Content.ReadFromJsonAsync(typeInfo, cancellationToken).ConfigureAwait(false);
+            return result ?? throw new ConvergeApiException(
+                (int)response.StatusCode, "Empty response", $"{method} {path} returned no body");
+        }
+        catch (JsonException e)
+        {
+            throw new ConvergeApiException(
+                (int)response.StatusCode, "Unreadable response", $"{method} {path} returned a body that is not the expected JSON: {e.Message}");
+        }
+    }
+
+    private static async Task ThrowIfErrorAsync(HttpRequestMessage request, HttpResponseMessage response, CancellationToken cancellationToken)
+    {
+        if (response.IsSuccessStatusCode)
+        {
+            return;
+        }
+
+        var status = (int)response.StatusCode;
+        var title = response.ReasonPhrase ?? response.StatusCode.ToString();
+        var detail = $"{request.Method} {request.RequestUri} failed with HTTP {status} {title}";
+        var body = await response.Content.ReadAsStringAsync(cancellationToken).ConfigureAwait(false);
+        if (body.Length > 0)
+        {
+            try
+            {
+                var problem = JsonSerializer.Deserialize(body, ContractsJsonContext.Default.ProblemInfo);
+                if (problem is not null)
+                {
+                    title = problem.Title ?? title;
+                    detail = problem.Detail ?? problem.Title ?? detail;
+                }
+            }
+            catch (JsonException)
+            {
+                detail = $"{detail}: {Truncate(body, 300)}";
+            }
+        }
+
+        throw new ConvergeApiException(status, title, detail);
+    }
+
+    private static string Truncate(string s, int max) => s.Length <= max ? s : s[..max] + "…";
+}
+
+/// <summary>The host refused or failed a request; <see cref="Detail"/> says why in words meant for an operator.</summary>
+public sealed class ConvergeApiException : Exception
+{
+    public ConvergeApiException(int status, string title, string detail)
+        : base(detail)
+    {
+        Status = status;
+        Title = title;
+        Detail = detail;
+    }
+
+    public int Status { get; }
+    public string Title { get; }
+    public string Detail { get; }
+}
