@@ -1,4 +1,5 @@
 using Microsoft.AspNetCore.Connections;
+using Microsoft.AspNetCore.Connections.Features;
 using Microsoft.Extensions.Logging;
 
 namespace Converge.Nbd;
@@ -31,9 +32,12 @@ public sealed class NbdConnectionHandler : ConnectionHandler
         Log.ConnectionOpened(_logger, connection.ConnectionId, connection.RemoteEndPoint?.ToString() ?? "?");
         try
         {
-            // The session ends by itself when the client disconnects or Kestrel aborts the transport;
-            // in-flight volume requests are always allowed to finish (NBD_CMD_DISC requires it).
-            await NbdSession.RunAsync(connection.Transport, _catalog, _options, _logger, CancellationToken.None);
+            // The session ends when the client disconnects, Kestrel aborts the transport, or the server asks connections
+            // to close (shutdown): then it stops reading new requests, and in-flight ones still finish, as
+            // NBD_CMD_DISC requires, so an idle client cannot hold up a host's flush-and-exit.
+            var closeRequested = connection.Features.Get<IConnectionLifetimeNotificationFeature>()?.ConnectionClosedRequested
+                ?? CancellationToken.None;
+            await NbdSession.RunAsync(connection.Transport, _catalog, _options, _logger, closeRequested);
         }
         finally
         {

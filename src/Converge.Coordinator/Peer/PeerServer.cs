@@ -2,6 +2,7 @@ using System.Buffers;
 using System.IO.Pipelines;
 using Converge.Common;
 using Microsoft.AspNetCore.Connections;
+using Microsoft.AspNetCore.Connections.Features;
 using Microsoft.Extensions.Logging;
 
 namespace Converge.Coordinator.Peer;
@@ -26,8 +27,15 @@ public interface IPeerRequestHandler
 /// <summary>Kestrel entry point for the peer data port.</summary>
 public sealed class PeerConnectionHandler(IPeerRequestHandler handler, ILogger<PeerConnectionHandler> logger) : ConnectionHandler
 {
-    public override Task OnConnectedAsync(ConnectionContext connection) =>
-        PeerSession.RunAsync(connection.Transport, handler, logger, connection.ConnectionClosed);
+    public override async Task OnConnectedAsync(ConnectionContext connection)
+    {
+        ArgumentNullException.ThrowIfNull(connection);
+
+        // Stop on abort or when the server asks connections to close (shutdown); in-flight requests still finish.
+        var closeRequested = connection.Features.Get<IConnectionLifetimeNotificationFeature>()?.ConnectionClosedRequested ?? CancellationToken.None;
+        using var stop = CancellationTokenSource.CreateLinkedTokenSource(connection.ConnectionClosed, closeRequested);
+        await PeerSession.RunAsync(connection.Transport, handler, logger, stop.Token);
+    }
 }
 
 /// <summary>
