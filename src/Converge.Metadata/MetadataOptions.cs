@@ -30,6 +30,12 @@ public sealed record MetadataOptions
 
     public TimeProvider Time { get; init; } = TimeProvider.System;
 
+    /// <summary>
+    /// True (always, outside measurements): a follower flushes appended entries before it acknowledges them. False
+    /// restores DotNext's default, where a follower flushes only at commit; kept to measure the difference.
+    /// </summary>
+    internal bool FlushFollowerAppends { get; init; } = true;
+
     /// <summary>Fails with a message naming the bad setting.</summary>
     public void Validate()
     {

@@ -112,7 +112,7 @@ public class RaftMetadataServiceTests(ITestOutputHelper output)
 
         var leader = await cluster.WaitForLeaderAsync();
         var last = await cluster.ProposeOkAsync(TestData.CreateDisk(leader.Service!.Current, "vm1"));
-        await cluster.WaitForConvergenceAsync(last.Index);
+        await cluster.WaitForConvergenceAsync(last!.Index);
         var before = leader.Service.Current;
         Assert.NotEmpty(Directory.GetFiles(Path.Combine(leader.Directory, "snapshots")));
 
@@ -123,7 +123,7 @@ public class RaftMetadataServiceTests(ITestOutputHelper output)
 
         await Task.WhenAll(cluster.Members.Select(m => m.StartAsync()));
         await cluster.WaitForLeaderAsync();
-        await cluster.WaitForConvergenceAsync(last.Index);
+        await cluster.WaitForConvergenceAsync(last!.Index);
 
         Assert.All(cluster.Members, m => Assert.True(m.Service!.Current.ContentEquals(before)));
         Assert.All(cluster.Members, m => Assert.Equal(3, m.Service!.Voters.Count));
@@ -181,26 +181,21 @@ public class RaftMetadataServiceTests(ITestOutputHelper output)
     }
 
     [Fact]
-    public async Task Commit_latency_on_three_members()
+    public async Task Many_sequential_proposals_all_commit_and_every_member_converges()
     {
+        // Commit latency is measured by tests/Converge.Metadata.DurabilityProbe (bench), never asserted here.
         await using var cluster = await MetadataCluster.StartAsync(3);
         await cluster.ProposeOkAsync(TestData.Initialize());
-        var leader = await cluster.WaitForLeaderAsync();
         var commands = TestData.Many(300);
-        var samples = new List<double>(commands.Length);
-        using var cts = new CancellationTokenSource(MetadataCluster.Deadline);
+        var started = Stopwatch.GetTimestamp();
+        CommandResult? last = null;
         foreach (var command in commands)
         {
-            var started = Stopwatch.GetTimestamp();
-            var result = await leader.Service!.ProposeAsync(command, cts.Token);
-            samples.Add(Stopwatch.GetElapsedTime(started).TotalMilliseconds);
-            Assert.True(result.Succeeded);
+            last = await cluster.ProposeOkAsync(command);
         }
 
-        samples.Sort();
-        var median = samples[samples.Count / 2];
-        var p99 = samples[(int)(samples.Count * 0.99)];
-        output.WriteLine($"commit latency over {samples.Count} sequential proposals: median {median:F2} ms, p99 {p99:F2} ms, max {samples[^1]:F2} ms");
-        Assert.True(median < 100, $"median commit latency {median:F2} ms");
+        var elapsed = Stopwatch.GetElapsedTime(started);
+        output.WriteLine($"{commands.Length} sequential proposals in {elapsed.TotalMilliseconds:F0} ms");
+        await cluster.WaitForConvergenceAsync(last!.Index);
     }
 }

@@ -12,8 +12,9 @@ using RaftNotLeaderException = DotNext.Net.Cluster.Consensus.Raft.NotLeaderExcep
 namespace Converge.Metadata.Raft;
 
 /// <summary>
-/// <see cref="IMetadataService"/> on DotNext Raft over TCP: a write-ahead log flushed on every commit, a JSON-snapshot
-/// state machine and a member list on disk, all under <see cref="MetadataOptions.DataDirectory"/>.
+/// <see cref="IMetadataService"/> on DotNext Raft over TCP: a write-ahead log that every member flushes before it
+/// acknowledges an entry (<see cref="DurableWriteAheadLog"/>), a JSON-snapshot state machine and a member list on disk,
+/// all under <see cref="MetadataOptions.DataDirectory"/>.
 /// </summary>
 /// <remarks>
 /// Layout of the data directory: <c>wal/</c> (log), <c>snapshots/</c> (state snapshots, named index-term),
@@ -77,16 +78,14 @@ public sealed class RaftMetadataService : IMetadataService
         await stateMachine.RestoreAsync(ct).ConfigureAwait(false);
         Log.Starting(logger, RaftEndpoint, options.ColdStart, root.FullName, stateMachine.Current.AppliedIndex);
 
-        log = new WriteAheadLog(
-            new WriteAheadLog.Options
-            {
-                Location = walDirectory.FullName,
-
-                // DotNext 6.12 made WriteAheadLog.Options.FlushOnCommit obsolete ("always true"): committed entries are
-                // flushed before CommitAsync returns, so an acknowledged command is on disk on the members that
-                // acknowledged it. Setting the property would only trip the obsolete-API warning.
-            },
-            stateMachine);
+        // DotNext 6.12 made WriteAheadLog.Options.FlushOnCommit obsolete ("always true"): CommitAsync flushes, so the
+        // leader has an entry on media before it applies it. A follower's append does not flush, and it answers the
+        // leader before its commit: DurableWriteAheadLog flushes that append before the answer, so an entry is
+        // committed only once it is on the media of a majority.
+        var walOptions = new WriteAheadLog.Options { Location = walDirectory.FullName };
+        log = options.FlushFollowerAppends
+            ? new DurableWriteAheadLog(walOptions, stateMachine)
+            : new WriteAheadLog(walOptions, stateMachine);
         memberStorage = new EndPointConfigurationStorage(Path.Combine(root.FullName, "members.bin"));
         cluster = new RaftCluster(new RaftCluster.TcpConfiguration(options.RaftEndPoint)
         {
