@@ -221,56 +221,56 @@ public sealed partial class StoreDisk
         switch (record.Type)
         {
             case RecordType.CreateComponent:
-            {
-                var id = new Guid(payload[..16]);
-                var size = BinaryPrimitives.ReadInt64LittleEndian(payload[16..]);
-                var nameLength = BinaryPrimitives.ReadUInt16LittleEndian(payload[24..]);
-                var name = Encoding.UTF8.GetString(payload.Slice(26, nameLength));
-                if (!_components.ContainsKey(id))
                 {
-                    _components.Add(id, new StoreComponent(this, id, name, size));
-                }
+                    var id = new Guid(payload[..16]);
+                    var size = BinaryPrimitives.ReadInt64LittleEndian(payload[16..]);
+                    var nameLength = BinaryPrimitives.ReadUInt16LittleEndian(payload[24..]);
+                    var name = Encoding.UTF8.GetString(payload.Slice(26, nameLength));
+                    if (!_components.ContainsKey(id))
+                    {
+                        _components.Add(id, new StoreComponent(this, id, name, size));
+                    }
 
-                break;
-            }
+                    break;
+                }
 
             case RecordType.ResizeComponent:
-            {
-                var size = BinaryPrimitives.ReadInt64LittleEndian(payload[16..]);
-                if (_components.TryGetValue(new Guid(payload[..16]), out var component) && size > component.Size)
                 {
-                    component.SetSize(size);
-                }
+                    var size = BinaryPrimitives.ReadInt64LittleEndian(payload[16..]);
+                    if (_components.TryGetValue(new Guid(payload[..16]), out var component) && size > component.Size)
+                    {
+                        component.SetSize(size);
+                    }
 
-                break;
-            }
+                    break;
+                }
 
             case RecordType.DeleteComponent:
                 _components.Remove(new Guid(payload[..16]));
                 break;
 
             case RecordType.Unmap:
-            {
-                if (_components.TryGetValue(new Guid(payload[..16]), out var component))
                 {
-                    var first = BinaryPrimitives.ReadInt64LittleEndian(payload[16..]);
-                    var count = BinaryPrimitives.ReadInt64LittleEndian(payload[24..]);
-                    var end = Math.Min(first + count, component.Size >> BlockShift);
-                    for (var block = first; block < end; block++)
+                    if (_components.TryGetValue(new Guid(payload[..16]), out var component))
                     {
-                        var chunk = component.Map.Chunk(block >> BlockMap.ChunkShift);
-                        if (chunk is null)
+                        var first = BinaryPrimitives.ReadInt64LittleEndian(payload[16..]);
+                        var count = BinaryPrimitives.ReadInt64LittleEndian(payload[24..]);
+                        var end = Math.Min(first + count, component.Size >> BlockShift);
+                        for (var block = first; block < end; block++)
                         {
-                            block = (((block >> BlockMap.ChunkShift) + 1) << BlockMap.ChunkShift) - 1;
-                            continue;
+                            var chunk = component.Map.Chunk(block >> BlockMap.ChunkShift);
+                            if (chunk is null)
+                            {
+                                block = (((block >> BlockMap.ChunkShift) + 1) << BlockMap.ChunkShift) - 1;
+                                continue;
+                            }
+
+                            component.Map.Set(block, 0);
                         }
-
-                        component.Map.Set(block, 0);
                     }
-                }
 
-                break;
-            }
+                    break;
+                }
 
             case RecordType.Map:
                 await ApplyMapAsync(payloadMemory, trusted, ct);

@@ -22,7 +22,10 @@ internal sealed class TestVolume : IBlockVolume, IDisposable
         Size = size;
         Capabilities = capabilities;
         _path = Path.Combine(Path.GetTempPath(), $"converge-nbd-{name}-{Guid.NewGuid():N}.img");
-        _file = File.OpenHandle(_path, FileMode.CreateNew, FileAccess.ReadWrite, FileShare.None, FileOptions.DeleteOnClose);
+        _file = File.OpenHandle(_path, FileMode.CreateNew, FileAccess.ReadWrite, FileShare.None);
+
+        // Unlinked at once: the open handle keeps the data, and nothing is left behind even if a test never disposes.
+        File.Delete(_path);
         RandomAccess.SetLength(_file, size);
         _allocated = new bool[(size + BlockGeometry.BlockSize - 1) / BlockGeometry.BlockSize];
     }

@@ -1,0 +1,146 @@
+#!/usr/bin/env bash
+# fio matrix: the same jobs against a Converge host and against nbdkit's file plugin, side by side.
+#
+#   bench/fio-matrix.sh            # RUNS=3 runs of every job on each target, 10 s each
+#   RUNS=5 RUNTIME=20 SIZE=2G bench/fio-matrix.sh
+#
+# Needs: the .NET SDK (builds Release if the binary is missing), fio, nbdkit, python3.
+# Everything lives in one temp dir (removed at exit); every process is stopped by PID.
+set -euo pipefail
+root="$(cd "$(dirname "$(readlink -f "$0")")/.." && pwd)"
+RUNS="${RUNS:-3}"
+RUNTIME="${RUNTIME:-10}"
+SIZE="${SIZE:-1G}"            # working set of every job (preconditioned on both targets)
+VDISK_SIZE="${VDISK_SIZE:-4GiB}"
+DISK_SIZE="${DISK_SIZE:-8GiB}"
+OUT="${OUT:-}"                # optional: directory to keep the fio JSON files
+
+for tool in fio nbdkit python3; do
+  command -v "$tool" >/dev/null || { echo "fio-matrix: $tool is missing (./test.sh installs the tools)" >&2; exit 1; }
+done
+
+bin="$root/src/Converge.Cli/bin/Release/net10.0/converge"
+if [ ! -x "$bin" ]; then
+  echo "fio-matrix: building converge (Release)"
+  dotnet build "$root/src/Converge.Cli" -c Release -nologo -v quiet -clp:ErrorsOnly
+fi
+
+work="$(mktemp -d "${TMPDIR:-/tmp}/converge-bench.XXXXXX")"
+host_pid=""
+cleanup() {
+  if [ -n "$host_pid" ] && kill -0 "$host_pid" 2>/dev/null; then
+    kill -TERM "$host_pid" 2>/dev/null || true
+    for _ in $(seq 1 100); do kill -0 "$host_pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$host_pid" 2>/dev/null || true
+  fi
+  if [ -f "$work/nbdkit.pid" ]; then kill -TERM "$(cat "$work/nbdkit.pid")" 2>/dev/null || true; fi
+  if [ -n "$OUT" ]; then mkdir -p "$OUT" && cp "$work"/*.json "$OUT"/ 2>/dev/null || true; fi
+  rm -rf "$work"
+}
+trap cleanup EXIT INT TERM
+
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+nbd_port="$(free_port)"; api_port="$(free_port)"; nbdkit_port="$(free_port)"
+mkdir -p "$work/host"
+"$bin" host run --data "$work/host" --disk "$work/host/d1.img:$DISK_SIZE" \
+  --nbd-listen "127.0.0.1:$nbd_port" --api-listen "127.0.0.1:$api_port" >"$work/host.log" 2>&1 &
+host_pid=$!
+
+python3 - "$api_port" "$host_pid" <<'PY' || { echo "fio-matrix: the host did not become ready"; tail -20 "$work/host.log"; exit 1; }
+import json, os, sys, time, urllib.request
+port, pid = sys.argv[1], int(sys.argv[2])
+deadline = time.time() + 60
+while time.time() < deadline:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        sys.exit(1)
+    try:
+        with urllib.request.urlopen("http://127.0.0.1:%s/api/v1/health" % port, timeout=2) as r:
+            if json.load(r).get("status") == "ready":
+                sys.exit(0)
+    except Exception:
+        pass
+    time.sleep(0.1)
+sys.exit(1)
+PY
+"$bin" vdisk create bench --size "$VDISK_SIZE" --api "http://127.0.0.1:$api_port" >/dev/null
+
+truncate -s "$VDISK_SIZE" "$work/nbdkit.img" 2>/dev/null || truncate -s "${VDISK_SIZE%iB}" "$work/nbdkit.img"
+nbdkit -P "$work/nbdkit.pid" -p "$nbdkit_port" -i 127.0.0.1 file "$work/nbdkit.img"
+for _ in $(seq 1 50); do [ -s "$work/nbdkit.pid" ] && break; sleep 0.1; done
+
+declare -A uri=(
+  [converge]="nbd://127.0.0.1:$nbd_port/bench"
+  [nbdkit]="nbd://127.0.0.1:$nbdkit_port/"
+)
+
+# name  rw  bs  iodepth
+jobs=(
+  "randread-4k-qd32 randread 4k 32"
+  "randwrite-4k-qd32 randwrite 4k 32"
+  "randwrite-4k-qd1 randwrite 4k 1"
+  "read-1m-qd8 read 1m 8"
+  "write-1m-qd8 write 1m 8"
+)
+
+echo "fio-matrix: converge pid $host_pid at ${uri[converge]}, nbdkit at ${uri[nbdkit]}; $RUNS runs x ${RUNTIME}s, working set $SIZE"
+for target in converge nbdkit; do
+  echo "fio-matrix: preconditioning $target ($SIZE sequential write)"
+  fio --name=precondition --ioengine=nbd --uri="${uri[$target]}" --rw=write --bs=1m --iodepth=8 \
+    --size="$SIZE" --output-format=json --output="$work/precondition-$target.json" >/dev/null
+done
+
+for run in $(seq 1 "$RUNS"); do
+  for job in "${jobs[@]}"; do
+    read -r name rw bs depth <<<"$job"
+    for target in converge nbdkit; do
+      fio --name="$name" --ioengine=nbd --uri="${uri[$target]}" --rw="$rw" --bs="$bs" --iodepth="$depth" \
+        --size="$SIZE" --time_based --runtime="$RUNTIME" --randrepeat=0 \
+        --output-format=json --output="$work/$name-$target-$run.json" >/dev/null
+      echo "fio-matrix: run $run/$RUNS $name on $target done"
+    done
+  done
+done
+
+rss_kb="$(awk '/VmHWM/ {print $2}' "/proc/$host_pid/status" 2>/dev/null || echo 0)"
+
+python3 - "$work" "$RUNS" "$rss_kb" <<'PY'
+import json, os, statistics, sys
+work, runs, rss_kb = sys.argv[1], int(sys.argv[2]), int(sys.argv[3] or 0)
+jobs = ["randread-4k-qd32", "randwrite-4k-qd32", "randwrite-4k-qd1", "read-1m-qd8", "write-1m-qd8"]
+
+def load(name, target, run):
+    with open(os.path.join(work, "%s-%s-%d.json" % (name, target, run))) as f:
+        job = json.load(f)["jobs"][0]
+    side = job["read"] if job["read"]["io_bytes"] > 0 else job["write"]
+    return {
+        "iops": side["iops"],
+        "mibs": side["bw_bytes"] / 2**20,
+        "lat_mean_us": side["clat_ns"]["mean"] / 1000,
+        "lat_p99_us": side["clat_ns"].get("percentile", {}).get("99.000000", 0) / 1000,
+        "errors": job["error"],
+    }
+
+def median(name, target, key):
+    return statistics.median(load(name, target, r)[key] for r in range(1, runs + 1))
+
+print()
+print("| job | metric | Converge | nbdkit file | Converge / nbdkit |")
+print("|---|---|---:|---:|---:|")
+for name in jobs:
+    key, unit = ("mibs", "MiB/s") if "1m" in name else ("iops", "IOPS")
+    c, n = median(name, "converge", key), median(name, "nbdkit", key)
+    print("| %s | %s | %.0f | %.0f | %.2f |" % (name, unit, c, n, c / n if n else float("nan")))
+for key, label in (("lat_mean_us", "mean"), ("lat_p99_us", "p99")):
+    c, n = median("randwrite-4k-qd1", "converge", key), median("randwrite-4k-qd1", "nbdkit", key)
+    print("| randwrite-4k-qd1 | %s completion latency (us) | %.0f | %.0f | %.2f |" % (label, c, n, c / n if n else float("nan")))
+print()
+print("medians of %d runs; peak RSS of the converge host (VmHWM): %.0f MiB" % (runs, rss_kb / 1024))
+errors = sum(load(n, t, r)["errors"] for n in jobs for t in ("converge", "nbdkit") for r in range(1, runs + 1))
+if errors:
+    print("WARNING: %d fio jobs reported errors" % errors)
+PY
