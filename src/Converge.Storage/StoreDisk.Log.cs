@@ -15,6 +15,7 @@ public sealed partial class StoreDisk
     private long _lastSyncedHead;
     private long _dirty;
     private long _flushedDirty;
+    private DateTimeOffset _lastFlushAt;
     private int _activeSlot;
     private long _superblockSequence;
     private Task? _checkpointTask;
@@ -218,6 +219,7 @@ public sealed partial class StoreDisk
             }
 
             _flushedDirty = dirty;
+            _lastFlushAt = _options.Time.GetUtcNow();
             FlushesCompleted++;
             if (syncLsn > _lastSyncedHead)
             {
@@ -334,6 +336,17 @@ public sealed partial class StoreDisk
         }
     }
 
+    private static long SumBlocks(List<BlockRun> runs)
+    {
+        long total = 0;
+        foreach (var run in runs)
+        {
+            total += run.Count;
+        }
+
+        return total;
+    }
+
     private async Task BackgroundLoopAsync(CancellationToken ct)
     {
         var interval = _options.BackgroundFlushInterval;
@@ -347,13 +360,18 @@ public sealed partial class StoreDisk
         {
             while (await timer.WaitForNextTickAsync(ct))
             {
-                bool dirty;
+                bool due;
                 lock (_meta)
                 {
-                    dirty = _dirty != _flushedDirty || _pendingFree.Count > 0 || _pendingPunch.Count > 0;
+                    var unflushed = _dirty != _flushedDirty || _pendingFree.Count > 0 || _pendingPunch.Count > 0;
+                    var waiting = SumBlocks(_pendingFree) + SumBlocks(_pendingPunch);
+                    var pressure = waiting > 0 &&
+                        (waiting >= _layout.DataBlocks / 16 || _allocator.FreeBlocks < _layout.DataBlocks / 8);
+                    var aged = unflushed && _options.Time.GetUtcNow() - _lastFlushAt >= _options.MaxUnflushedAge;
+                    due = pressure || aged;
                 }
 
-                if (dirty && !_failed)
+                if (due && !_failed)
                 {
                     try
                     {

@@ -47,6 +47,7 @@ public sealed partial class StoreDisk : IAsyncDisposable
         ReserveBlocks = Math.Min(_layout.DataBlocks / 8, BlockGeometry.MaxRequestBytes >> BlockGeometry.BlockShift);
         _activeSlot = superblock.ActiveSlot;
         _superblockSequence = superblock.Sequence;
+        _lastFlushAt = options.Time.GetUtcNow();
         _stripes = new SemaphoreSlim[StripeCount];
         for (var i = 0; i < _stripes.Length; i++)
         {

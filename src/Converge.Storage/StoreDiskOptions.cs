@@ -6,8 +6,20 @@ public sealed class StoreDiskOptions
 {
     public TimeProvider Time { get; init; } = TimeProvider.System;
 
-    /// <summary>How often unflushed writes are flushed in the background (recycles space for clients that never flush). Zero or infinite disables it.</summary>
+    /// <summary>
+    /// How often the background flusher looks at the disk; zero or infinite disables it. It flushes at once when
+    /// superseded blocks waiting for a flush to be recycled reach 1/16 of the data region or free space runs low,
+    /// and otherwise only once unflushed writes are <see cref="MaxUnflushedAge"/> old. Client durability never
+    /// depends on it: FLUSH and FUA flush before they are acknowledged.
+    /// </summary>
     public TimeSpan BackgroundFlushInterval { get; init; } = TimeSpan.FromSeconds(1);
+
+    /// <summary>
+    /// Longest time writes stay unflushed when nothing else asks for a flush (bounds recovery work after a crash and
+    /// keeps the media recent, like the kernel's dirty-page expiry). Flushing more often than needed costs clients
+    /// throughput: every fdatasync forces all dirty data of the disk to media.
+    /// </summary>
+    public TimeSpan MaxUnflushedAge { get; init; } = TimeSpan.FromSeconds(30);
 
     /// <summary>Size of the metadata log; used by <see cref="StoreDisk.FormatAsync"/> only (the layout is stored on disk).</summary>
     public long LogBytes { get; init; } = 64L << 20;

@@ -346,27 +346,63 @@ public sealed class BasicTests : IDisposable
     }
 
     [Fact]
-    public async Task Background_flush_runs_on_the_injected_clock()
+    public async Task Background_flush_runs_when_writes_are_old_enough_on_the_injected_clock()
     {
         var time = new ManualTimeProvider();
-        await using var disk = await FormatAsync(options: Options(time: time, flushInterval: TimeSpan.FromSeconds(1)));
+        await using var disk = await FormatAsync(options: Options(time: time, flushInterval: TimeSpan.FromSeconds(1), maxUnflushedAge: TimeSpan.FromSeconds(5)));
         var c = await disk.CreateComponentAsync(Guid.NewGuid(), "v", 1L << 20, _ct);
         await c.WriteAsync(0, Random(Block, 1), WriteFlags.None, _ct);
         var before = disk.FlushesCompleted;
+
+        // Young unflushed writes and no space pressure: ticks pass without a sync.
+        for (var tick = 0; tick < 3; tick++)
+        {
+            time.Advance(TimeSpan.FromSeconds(1));
+            await Task.Delay(50, _ct);
+        }
+
+        Assert.Equal(before, disk.FlushesCompleted);
+
+        time.Advance(TimeSpan.FromSeconds(2));
+        await WaitForFlushAsync(disk, before);
+
+        // Nothing unflushed: later ticks do not sync.
+        before = disk.FlushesCompleted;
+        time.Advance(TimeSpan.FromSeconds(10));
+        await Task.Delay(100, _ct);
+        Assert.Equal(before, disk.FlushesCompleted);
+    }
+
+    [Fact]
+    public async Task Background_flush_recycles_superseded_blocks_at_once_under_space_pressure()
+    {
+        var time = new ManualTimeProvider();
+        await using var disk = await FormatAsync(options: Options(time: time, flushInterval: TimeSpan.FromSeconds(1), maxUnflushedAge: TimeSpan.FromHours(1)));
+        var size = disk.CapacityBytes / 8;
+        var c = await disk.CreateComponentAsync(Guid.NewGuid(), "v", size, _ct);
+        var data = Random((int)Math.Min(size, 4 << 20), 2);
+        for (var pass = 0; pass < 2; pass++)
+        {
+            for (long at = 0; at + data.Length <= size; at += data.Length)
+            {
+                await c.WriteAsync(at, data, WriteFlags.None, _ct);
+            }
+        }
+
+        // A whole overwrite of 1/8 of the disk is waiting for recycling: the next tick flushes, long before the age.
+        var before = disk.FlushesCompleted;
         time.Advance(TimeSpan.FromSeconds(1));
+        await WaitForFlushAsync(disk, before);
+    }
+
+    private async Task WaitForFlushAsync(StoreDisk disk, long before)
+    {
         for (var i = 0; i < 500 && disk.FlushesCompleted == before; i++)
         {
             await Task.Delay(10, _ct);
         }
 
-        Assert.True(disk.FlushesCompleted > before);
-
-        // Nothing unflushed: the next tick does not sync.
-        await Task.Delay(50, _ct);
-        before = disk.FlushesCompleted;
-        time.Advance(TimeSpan.FromSeconds(1));
-        await Task.Delay(100, _ct);
-        Assert.Equal(before, disk.FlushesCompleted);
+        Assert.True(disk.FlushesCompleted > before, "the background flush did not run");
     }
 
     [Fact]
