@@ -3,6 +3,7 @@
 #
 #   bench/fio-matrix.sh            # RUNS=3 runs of every job on each target, 10 s each
 #   RUNS=5 RUNTIME=20 SIZE=2G bench/fio-matrix.sh
+#   JOBS='write-1m|qd1' RUNS=1 bench/fio-matrix.sh   # only some jobs
 #
 # Needs: the .NET SDK (builds Release if the binary is missing), fio, nbdkit, python3.
 # Everything lives in one temp dir (removed at exit); every process is stopped by PID.
@@ -86,6 +87,13 @@ jobs=(
   "read-1m-qd8 read 1m 8"
   "write-1m-qd8 write 1m 8"
 )
+if [ -n "${JOBS:-}" ]; then  # e.g. JOBS='write-1m|qd1': only the jobs whose name matches this regex
+  selected=()
+  for job in "${jobs[@]}"; do
+    if [[ "${job%% *}" =~ $JOBS ]]; then selected+=("$job"); fi
+  done
+  jobs=("${selected[@]}")
+fi
 
 echo "fio-matrix: converge pid $host_pid at ${uri[converge]}, nbdkit at ${uri[nbdkit]}; $RUNS runs x ${RUNTIME}s, working set $SIZE"
 for target in converge nbdkit; do
@@ -108,10 +116,9 @@ done
 
 rss_kb="$(awk '/VmHWM/ {print $2}' "/proc/$host_pid/status" 2>/dev/null || echo 0)"
 
-python3 - "$work" "$RUNS" "$rss_kb" <<'PY'
+python3 - "$work" "$RUNS" "$rss_kb" "${jobs[@]%% *}" <<'PY'
 import json, os, statistics, sys
-work, runs, rss_kb = sys.argv[1], int(sys.argv[2]), int(sys.argv[3] or 0)
-jobs = ["randread-4k-qd32", "randwrite-4k-qd32", "randwrite-4k-qd1", "read-1m-qd8", "write-1m-qd8"]
+work, runs, rss_kb, jobs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3] or 0), sys.argv[4:]
 
 def load(name, target, run):
     with open(os.path.join(work, "%s-%s-%d.json" % (name, target, run))) as f:
@@ -135,7 +142,7 @@ for name in jobs:
     key, unit = ("mibs", "MiB/s") if "1m" in name else ("iops", "IOPS")
     c, n = median(name, "converge", key), median(name, "nbdkit", key)
     print("| %s | %s | %.0f | %.0f | %.2f |" % (name, unit, c, n, c / n if n else float("nan")))
-for key, label in (("lat_mean_us", "mean"), ("lat_p99_us", "p99")):
+for key, label in (("lat_mean_us", "mean"), ("lat_p99_us", "p99")) if "randwrite-4k-qd1" in jobs else ():
     c, n = median("randwrite-4k-qd1", "converge", key), median("randwrite-4k-qd1", "nbdkit", key)
     print("| randwrite-4k-qd1 | %s completion latency (us) | %.0f | %.0f | %.2f |" % (label, c, n, c / n if n else float("nan")))
 print()

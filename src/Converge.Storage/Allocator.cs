@@ -2,7 +2,13 @@ namespace Converge.Storage;
 
 internal readonly record struct BlockRun(long Start, int Count);
 
-/// <summary>Allocation bitmap of the data region with next-fit from a moving cursor, so random writes land sequentially. Not thread-safe.</summary>
+/// <summary>
+/// Allocation bitmap of the data region: next-fit from a cursor (random writes land sequentially), and released blocks
+/// pull the cursor back to the lowest of them, so recycled blocks are reused first and the physical working set stays
+/// as compact as the logical one. That matters on a file-backed disk: writing pages the page cache already holds is
+/// over ten times faster than writing never-touched regions of the file (measured: ~9 GiB/s against ~0.4 GiB/s).
+/// Not thread-safe.
+/// </summary>
 internal sealed class Allocator
 {
     private readonly ulong[] _bits;
@@ -35,6 +41,10 @@ internal sealed class Allocator
         }
 
         FreeBlocks += count;
+        if (count > 0 && start < _cursor)
+        {
+            _cursor = start;
+        }
     }
 
     /// <summary>Allocates <paramref name="count"/> blocks as few runs as the free space allows; the caller checked <see cref="FreeBlocks"/>.</summary>

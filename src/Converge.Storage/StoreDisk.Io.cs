@@ -225,7 +225,9 @@ public sealed partial class StoreDisk
         {
             while (target.Length > 0)
             {
-                var n = await RandomAccess.ReadAsync(_handle, target, fileOffset, ct);
+                // Synchronous for the same reason as the data pwrite: the async API would hop to the thread pool.
+                ct.ThrowIfCancellationRequested();
+                var n = RandomAccess.Read(_handle, target.Span, fileOffset);
                 if (n == 0)
                 {
                     // Past the end of a truncated file: zeros fail their checksums rather than pass as data.
@@ -417,7 +419,10 @@ public sealed partial class StoreDisk
                 var run = runs[r];
                 try
                 {
-                    await RandomAccess.WriteAsync(_handle, source.Slice(done << BlockShift, run.Count << BlockShift), _layout.BlockOffset(run.Start), ct);
+                    // Synchronous on purpose: a buffered pwrite lands in the page cache in microseconds, and for a
+                    // non-async handle the async API only queues this same call to the thread pool and back.
+                    ct.ThrowIfCancellationRequested();
+                    RandomAccess.Write(_handle, source.Span.Slice(done << BlockShift, run.Count << BlockShift), _layout.BlockOffset(run.Start));
                 }
                 catch (Exception e) when (e is IOException or ObjectDisposedException or UnauthorizedAccessException)
                 {
