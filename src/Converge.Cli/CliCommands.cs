@@ -23,6 +23,7 @@ internal static class CliCommands
         root.Subcommands.Add(HostCommands.Build());
         root.Subcommands.Add(BuildVdisk());
         root.Subcommands.Add(BuildDisk());
+        root.Subcommands.Add(BuildPolicy());
         root.Subcommands.Add(BuildStatus());
         root.Subcommands.Add(ClusterCommands.BuildUp());
         root.Subcommands.Add(ClusterCommands.BuildDown());
@@ -35,14 +36,18 @@ internal static class CliCommands
 
         var name = new Argument<string>("name") { Description = "Virtual disk name (lower-case letters, digits, '.', '_', '-')" };
         var size = new Option<string>("--size") { Description = "Size, e.g. 10GiB, 512M or a number of bytes (a multiple of 4096)", Required = true };
-        var create = new Command("create", "Create a thin-provisioned virtual disk and print its NBD URI") { name, size };
+        var policy = new Option<string?>("--policy") { Description = "Cluster mode: storage policy (default: the cluster's default policy)" };
+        var create = new Command("create", "Create a thin-provisioned virtual disk and print its NBD URI") { name, size, policy };
         SetApiAction(create, async (pr, client, ct) =>
         {
             var n = CheckName(pr.GetRequiredValue(name));
             var s = pr.GetRequiredValue(size);
             CheckSize(s);
-            var created = await client.CreateVirtualDiskAsync(n, s, ct).ConfigureAwait(false);
-            Output.Line($"created virtual disk {created.Name} ({ByteSize.Format(created.SizeBytes)}) on {created.DiskPath}");
+            var request = CreateVirtualDiskRequest.Create(n, s) with { Policy = pr.GetValue(policy) };
+            var created = await client.CreateVirtualDiskAsync(request, ct).ConfigureAwait(false);
+            Output.Line(created.Policy is null
+                ? $"created virtual disk {created.Name} ({ByteSize.Format(created.SizeBytes)}) on {created.DiskPath}"
+                : $"created virtual disk {created.Name} ({ByteSize.Format(created.SizeBytes)}, policy {created.Policy}, {created.Layout?.Count ?? 0} component(s) on {string.Join(", ", (created.Layout ?? []).Select(c => c.HostName).Distinct())})");
             Output.Line(created.NbdUri);
             return ExitCodes.Ok;
         });
@@ -164,10 +169,17 @@ internal static class CliCommands
             var host = await client.GetHostAsync(ct).ConfigureAwait(false);
             var disks = await client.ListDisksAsync(ct).ConfigureAwait(false);
             var vdisks = await client.ListVirtualDisksAsync(ct).ConfigureAwait(false);
-            var info = new StatusInfo { Host = host, Disks = disks, VirtualDisks = vdisks };
+            var cluster = vdisks.Any(v => v.Policy is not null) || host.VirtualDiskCount == 0
+                ? await client.TryGetClusterAsync(ct).ConfigureAwait(false)
+                : null;
+            var info = new StatusInfo { Host = host, Disks = disks, VirtualDisks = vdisks, Cluster = cluster };
             if (pr.GetValue(json))
             {
                 Output.Json(info, ContractsJsonContext.Indented.StatusInfo);
+            }
+            else if (cluster is not null)
+            {
+                Output.ClusterStatus(cluster, host);
             }
             else
             {
@@ -177,6 +189,90 @@ internal static class CliCommands
             return ExitCodes.Ok;
         });
         return status;
+    }
+
+    private static Command BuildPolicy()
+    {
+        var policy = new Command("policy", "Storage policies (cluster mode): failures to tolerate, stripe width, reservation...");
+
+        var name = new Argument<string>("name") { Description = "Policy name" };
+        var ftt = new Option<int>("--ftt") { Description = "Failures to tolerate (0-3)", DefaultValueFactory = _ => 1 };
+        var stripe = new Option<int>("--stripe-width") { Description = "Stripes per replica (1-12)", DefaultValueFactory = _ => 1 };
+        var reservation = new Option<int>("--reservation") { Description = "Object space reservation, percent (0 thin - 100 thick)", DefaultValueFactory = _ => 0 };
+        var noChecksum = new Option<bool>("--no-checksum") { Description = "Disable checksums" };
+        var iops = new Option<int>("--iops-limit") { Description = "IOPS limit per virtual disk (0 = unlimited)", DefaultValueFactory = _ => 0 };
+        var method = new Option<string>("--method") { Description = "raid1 (mirroring), raid5 or raid6", DefaultValueFactory = _ => "raid1" };
+        var create = new Command("create", "Create or replace a policy") { name, ftt, stripe, reservation, noChecksum, iops, method };
+        SetApiAction(create, async (pr, client, ct) =>
+        {
+            var n = CheckName(pr.GetRequiredValue(name), "policy");
+            var info = await client.PutPolicyAsync(n, new PolicyInfo
+            {
+                Name = n,
+                FailuresToTolerate = pr.GetValue(ftt),
+                StripeWidth = pr.GetValue(stripe),
+                ObjectSpaceReservationPercent = pr.GetValue(reservation),
+                ChecksumEnabled = !pr.GetValue(noChecksum),
+                IopsLimit = pr.GetValue(iops),
+                Method = pr.GetRequiredValue(method),
+            }, ct).ConfigureAwait(false);
+            Output.Line($"policy {info.Name}: FTT={info.FailuresToTolerate} {info.Method}, stripe width {info.StripeWidth} (needs {info.RequiredFaultDomains} fault domains)");
+            return ExitCodes.Ok;
+        });
+
+        var json = JsonOption();
+        var list = new Command("list", "List policies") { json };
+        SetApiAction(list, async (pr, client, ct) =>
+        {
+            var policies = await client.ListPoliciesAsync(ct).ConfigureAwait(false);
+            if (pr.GetValue(json))
+            {
+                Output.Json(policies, ContractsJsonContext.Indented.IReadOnlyListPolicyInfo);
+            }
+            else
+            {
+                Output.Policies(policies);
+            }
+
+            return ExitCodes.Ok;
+        });
+
+        var deleteName = new Argument<string>("name") { Description = "Policy name" };
+        var delete = new Command("delete", "Delete a policy no virtual disk uses") { deleteName };
+        SetApiAction(delete, async (pr, client, ct) =>
+        {
+            var n = CheckName(pr.GetRequiredValue(deleteName), "policy");
+            await client.DeletePolicyAsync(n, ct).ConfigureAwait(false);
+            Output.Line($"deleted policy {n}");
+            return ExitCodes.Ok;
+        });
+
+        policy.Subcommands.Add(create);
+        policy.Subcommands.Add(list);
+        policy.Subcommands.Add(delete);
+        return policy;
+    }
+
+    /// <summary><c>converge host list</c>: the hosts of the cluster.</summary>
+    internal static Command BuildHostList()
+    {
+        var json = JsonOption();
+        var list = new Command("list", "List the hosts of the cluster (cluster mode)") { json };
+        SetApiAction(list, async (pr, client, ct) =>
+        {
+            var hosts = await client.ListHostsAsync(ct).ConfigureAwait(false);
+            if (pr.GetValue(json))
+            {
+                Output.Json(hosts, ContractsJsonContext.Indented.IReadOnlyListClusterHostInfo);
+            }
+            else
+            {
+                Output.Hosts(hosts);
+            }
+
+            return ExitCodes.Ok;
+        });
+        return list;
     }
 
     private static Option<bool> JsonOption() => new("--json") { Description = "Print JSON (the API's DTOs) instead of tables" };
@@ -225,8 +321,8 @@ internal static class CliCommands
         return uri;
     }
 
-    internal static string CheckName(string name) =>
-        NameRules.IsValid(name, out var error) ? name : throw new UsageException($"virtual disk {error}");
+    internal static string CheckName(string name, string what = "virtual disk") =>
+        NameRules.IsValid(name, out var error) ? name : throw new UsageException($"{what} {error}");
 
     internal static long CheckSize(string text, string what = "--size")
     {

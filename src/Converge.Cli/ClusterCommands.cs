@@ -22,20 +22,23 @@ internal static class ClusterCommands
     public static Command BuildUp()
     {
         var data = DataOption();
-        var hosts = new Option<int>("--hosts") { Description = "Number of hosts (each independent for now)", DefaultValueFactory = _ => 1 };
+        var hosts = new Option<int>("--hosts") { Description = "Number of hosts (one cluster; h1 founds it, the others join it)", DefaultValueFactory = _ => 3 };
+        var standalone = new Option<bool>("--standalone") { Description = "Independent single hosts without cluster mode (the pre-cluster behaviour)" };
         var nbdPort = new Option<int>("--nbd-port") { Description = "NBD port of the first host (next hosts: +1 each)", DefaultValueFactory = _ => 10809 };
         var apiPort = new Option<int>("--api-port") { Description = "API port of the first host (next hosts: +1 each)", DefaultValueFactory = _ => 7480 };
+        var peerPort = new Option<int>("--peer-port") { Description = "Cluster mode: peer port of the first host (next hosts: +1 each)", DefaultValueFactory = _ => 7500 };
+        var raftPort = new Option<int>("--raft-port") { Description = "Cluster mode: Raft port of the first host (next hosts: +1 each)", DefaultValueFactory = _ => 7600 };
         var diskSize = new Option<string>("--disk-size") { Description = $"Size of each of the {DisksPerHost} disk files per host (thin: sparse files)", DefaultValueFactory = _ => "8GiB" };
         var demoSize = new Option<string>("--demo-size") { Description = $"Size of the '{DemoName}' virtual disk created if absent", DefaultValueFactory = _ => "1GiB" };
         var up = new Command("up", "Start a local Converge (detached), create virtual disk 'demo' and print how to use it")
         {
-            data, hosts, nbdPort, apiPort, diskSize, demoSize,
+            data, hosts, standalone, nbdPort, apiPort, peerPort, raftPort, diskSize, demoSize,
         };
         up.SetAction((pr, ct) => Guarded.RunAsync(() => UpAsync(
             Path.GetFullPath(pr.GetRequiredValue(data)),
             pr.GetValue(hosts),
-            pr.GetValue(nbdPort),
-            pr.GetValue(apiPort),
+            pr.GetValue(standalone),
+            new Ports(pr.GetValue(nbdPort), pr.GetValue(apiPort), pr.GetValue(peerPort), pr.GetValue(raftPort)),
             pr.GetRequiredValue(diskSize),
             pr.GetRequiredValue(demoSize),
             ct)));
@@ -99,15 +102,21 @@ internal static class ClusterCommands
         File.Move(temp, path, overwrite: true);
     }
 
+    private sealed record Ports(int Nbd, int Api, int Peer, int Raft);
+
     private static async Task<int> UpAsync(
-        string dataDirectory, int hostCount, int nbdPort, int apiPort, string diskSizeText, string demoSizeText, CancellationToken cancellationToken)
+        string dataDirectory, int hostCount, bool standalone, Ports ports, string diskSizeText, string demoSizeText, CancellationToken cancellationToken)
     {
+        var (nbdPort, apiPort) = (ports.Nbd, ports.Api);
         if (hostCount is < 1 or > 16)
         {
             throw new UsageException($"--hosts {hostCount}: give 1 to 16");
         }
 
-        foreach (var (port, option) in new[] { (nbdPort, "--nbd-port"), (apiPort, "--api-port") })
+        var portOptions = standalone
+            ? new[] { (nbdPort, "--nbd-port"), (apiPort, "--api-port") }
+            : [(nbdPort, "--nbd-port"), (apiPort, "--api-port"), (ports.Peer, "--peer-port"), (ports.Raft, "--raft-port")];
+        foreach (var (port, option) in portOptions)
         {
             if (port < 1 || port + hostCount - 1 > 65535)
             {
@@ -115,9 +124,15 @@ internal static class ClusterCommands
             }
         }
 
-        if (Math.Abs(nbdPort - apiPort) < hostCount)
+        for (var a = 0; a < portOptions.Length; a++)
         {
-            throw new UsageException($"--nbd-port {nbdPort} and --api-port {apiPort} overlap for {hostCount} host(s)");
+            for (var b = a + 1; b < portOptions.Length; b++)
+            {
+                if (Math.Abs(portOptions[a].Item1 - portOptions[b].Item1) < hostCount)
+                {
+                    throw new UsageException($"{portOptions[a].Item2} {portOptions[a].Item1} and {portOptions[b].Item2} {portOptions[b].Item1} overlap for {hostCount} host(s)");
+                }
+            }
         }
 
         var diskSize = CliCommands.CheckSize(diskSizeText, "--disk-size");
@@ -166,10 +181,30 @@ internal static class ClusterCommands
             CheckPortFree(new Uri(entry.Api).Authority, $"API port of {entry.Name}", "--api-port");
         }
 
+        if (!standalone)
+        {
+            foreach (var entry in toStart)
+            {
+                var index = HostIndex(entry);
+                CheckPortFree($"127.0.0.1:{(ports.Peer + index).ToString(CultureInfo.InvariantCulture)}", $"peer port of {entry.Name}", "--peer-port");
+                CheckPortFree($"127.0.0.1:{(ports.Raft + index).ToString(CultureInfo.InvariantCulture)}", $"Raft port of {entry.Name}", "--raft-port");
+            }
+        }
+
         var (executable, prefix) = PrepareBinaries(dataDirectory, anyRunning: toStart.Count < entries.Count);
         var started = new Dictionary<string, (int Pid, string Log, long LogOffset)>();
+
+        // Cluster mode: a new cluster is founded by h1 alone; the others join it once it is ready.
+        var founding = !standalone && toStart.Any(e => e.Name == entries[0].Name) && !File.Exists(Path.Combine(entries[0].Data, "membership.json"));
         foreach (var entry in toStart)
         {
+            if (founding && entry.Name != entries[0].Name && !started.ContainsKey("founded"))
+            {
+                var founder = started[entries[0].Name];
+                await WaitReadyAsync(entries[0], founder.Pid, founder.Log, founder.LogOffset, cancellationToken).ConfigureAwait(false);
+                started["founded"] = (0, string.Empty, 0);
+            }
+
             Directory.CreateDirectory(entry.Data);
             var log = Path.Combine(entry.Data, "host.log");
             var offset = File.Exists(log) ? new FileInfo(log).Length : 0;
@@ -178,6 +213,20 @@ internal static class ClusterCommands
                 .. prefix, "host", "run", "--data", entry.Data, "--name", entry.Name,
                 "--nbd-listen", entry.Nbd, "--api-listen", new Uri(entry.Api).Authority,
             ];
+            if (!standalone)
+            {
+                var index = HostIndex(entry);
+                arguments.AddRange(
+                [
+                    "--peer-listen", $"127.0.0.1:{(ports.Peer + index).ToString(CultureInfo.InvariantCulture)}",
+                    "--raft-listen", $"127.0.0.1:{(ports.Raft + index).ToString(CultureInfo.InvariantCulture)}",
+                ]);
+                if (entry.Name != entries[0].Name && !File.Exists(Path.Combine(entry.Data, "membership.json")))
+                {
+                    arguments.AddRange(["--join", entries[0].Api]);
+                }
+            }
+
             var sizeText = diskSize.ToString(CultureInfo.InvariantCulture);
             for (var d = 1; d <= DisksPerHost; d++)
             {
@@ -188,8 +237,14 @@ internal static class ClusterCommands
             var pid = Processes.StartDetached(executable, arguments, log);
             started[entry.Name] = (pid, log, offset);
             Output.Line($"starting host {entry.Name} (pid {pid}), log {log}");
+            if (founding && entry.Name != entries[0].Name)
+            {
+                // Joins one at a time: each new voter is added (and caught up) before the next asks.
+                await WaitReadyAsync(entry, pid, log, offset, cancellationToken).ConfigureAwait(false);
+            }
         }
 
+        started.Remove("founded");
         entries = [.. entries.Select(e => started.TryGetValue(e.Name, out var s) ? e with { Pid = s.Pid } : e)];
         SaveCluster(dataDirectory, new ClusterFile { Hosts = entries });
 
@@ -207,8 +262,18 @@ internal static class ClusterCommands
             var client = new ConvergeApiClient(http);
             if (await client.TryGetVirtualDiskAsync(DemoName, cancellationToken).ConfigureAwait(false) is null)
             {
-                await client.CreateVirtualDiskAsync(DemoName, demoSize, cancellationToken).ConfigureAwait(false);
-                Output.Line($"created virtual disk '{DemoName}' ({ByteSize.Format(demoSize)}) on {first.Name}");
+                var request = CreateVirtualDiskRequest.Create(DemoName, demoSize);
+                if (!standalone && hostCount < 3)
+                {
+                    // The default policy (FTT=1) needs 3 fault domains: smaller clusters get an unmirrored demo.
+                    await client.PutPolicyAsync("ftt0", new PolicyInfo { Name = "ftt0", FailuresToTolerate = 0 }, cancellationToken).ConfigureAwait(false);
+                    request = request with { Policy = "ftt0" };
+                }
+
+                var created = await client.CreateVirtualDiskAsync(request, cancellationToken).ConfigureAwait(false);
+                Output.Line(created.Policy is null
+                    ? $"created virtual disk '{DemoName}' ({ByteSize.Format(demoSize)}) on {first.Name}"
+                    : $"created virtual disk '{DemoName}' ({ByteSize.Format(demoSize)}, policy {created.Policy}) across {string.Join(", ", (created.Layout ?? []).Select(c => c.HostName).Distinct())}");
             }
         }
 
@@ -281,8 +346,16 @@ internal static class ClusterCommands
         Output.Line(string.Empty);
         Output.Line(demo is null
             ? $"Virtual disk '{DemoName}' does not exist; create one with: converge vdisk create {DemoName} --size 1GiB"
-            : $"Virtual disk '{DemoName}' ({ByteSize.Format(demo.SizeBytes)}, {demo.State}):");
+            : $"Virtual disk '{DemoName}' ({ByteSize.Format(demo.SizeBytes)}, {demo.State}{(demo.Policy is null ? string.Empty : $", policy {demo.Policy}, {demo.Compliance}")}):");
         Output.Line($"  {uri}");
+        if (demo?.Policy is not null)
+        {
+            foreach (var other in entries.Skip(1))
+            {
+                Output.Line($"  nbd://{other.Nbd}/{DemoName}   (same disk through {other.Name})");
+            }
+        }
+
         Output.Line(string.Empty);
         Output.Line("Try:");
         Output.Line($"  nbdinfo {uri}");
@@ -290,6 +363,13 @@ internal static class ClusterCommands
         Output.Line($"  qemu-img convert -n -O raw file.img {uri}");
         Output.Line($"  fio --name=demo --ioengine=nbd --uri={uri} --rw=randrw --bs=4k --iodepth=16 --runtime=10 --time_based");
         Output.Line("  converge status");
+        if (demo?.Policy is not null)
+        {
+            Output.Line("  converge host list");
+            Output.Line("  converge policy create striped --ftt 1 --stripe-width 2");
+            Output.Line("  converge vdisk create data --size 10GiB --policy striped");
+        }
+
         Output.Line("  converge vdisk create data --size 10GiB");
         Output.Line(dataDirectory == Path.GetFullPath(DefaultDataDirectory) ? "  converge down" : $"  converge down --data {dataDirectory}");
     }
@@ -341,6 +421,9 @@ internal static class ClusterCommands
         File.Delete(Path.Combine(dataDirectory, ClusterFileName));
         return exitCode;
     }
+
+    private static int HostIndex(ClusterHostEntry entry) =>
+        int.Parse(entry.Name.AsSpan(1), NumberStyles.None, CultureInfo.InvariantCulture) - 1;
 
     private static void CheckPortFree(string hostPort, string what, string option)
     {

@@ -26,9 +26,19 @@ internal static class HostCommands
             DefaultValueFactory = _ => $"127.0.0.1:{HostOptions.DefaultApiPort}",
         };
 
+        var peer = new Option<string?>("--peer-listen") { Description = "Cluster mode: host-to-host data port (component and proxied I/O)" };
+        var raft = new Option<string?>("--raft-listen") { Description = "Cluster mode (given ⇒ cluster mode): Raft listener of the metadata service" };
+        var join = new Option<string?>("--join") { Description = "Cluster mode, first start: API URL of a cluster member to join (e.g. http://127.0.0.1:7480)" };
+        var faultDomain = new Option<string?>("--fault-domain") { Description = "Cluster mode: fault domain (default: the host is its own)" };
+        var voters = new Option<int>("--voters")
+        {
+            Description = "Cluster mode, cold start: how many hosts are Raft members (3 or 5)",
+            DefaultValueFactory = _ => 3,
+        };
+
         var run = new Command("run", "Run the host daemon in the foreground (logs to stdout; SIGTERM/SIGINT stop it cleanly)")
         {
-            data, disks, name, nbd, api,
+            data, disks, name, nbd, api, peer, raft, join, faultDomain, voters,
         };
         run.SetAction((pr, ct) => Guarded.RunAsync(async () =>
         {
@@ -42,6 +52,11 @@ internal static class HostCommands
                     Name = pr.GetValue(name),
                     NbdEndPoint = HostOptions.ParseEndPoint(pr.GetRequiredValue(nbd), "--nbd-listen"),
                     ApiEndPoint = HostOptions.ParseEndPoint(pr.GetRequiredValue(api), "--api-listen"),
+                    PeerEndPoint = pr.GetValue(peer) is { } p ? HostOptions.ParseEndPoint(p, "--peer-listen") : null,
+                    RaftEndPoint = pr.GetValue(raft) is { } r ? HostOptions.ParseEndPoint(r, "--raft-listen") : null,
+                    JoinUrl = pr.GetValue(join) is { } j ? ParseJoin(j) : null,
+                    FaultDomain = pr.GetValue(faultDomain),
+                    VoterTarget = pr.GetValue(voters),
                 };
                 options.Validate();
             }
@@ -53,8 +68,17 @@ internal static class HostCommands
             return await ConvergeHost.RunAsync(options, ct).ConfigureAwait(false);
         }));
 
-        var host = new Command("host", "The host daemon");
+        var host = new Command("host", "The host daemon, and the hosts of a cluster");
         host.Subcommands.Add(run);
+        host.Subcommands.Add(CliCommands.BuildHostList());
         return host;
+    }
+
+    private static Uri ParseJoin(string text)
+    {
+        var value = text.Contains("://", StringComparison.Ordinal) ? text : "http://" + text;
+        return Uri.TryCreate(value, UriKind.Absolute, out var uri) && uri.Scheme == Uri.UriSchemeHttp
+            ? uri
+            : throw new HostOptionsException($"--join '{text}' is not an http:// URL of a member's API such as http://127.0.0.1:7480");
     }
 }

@@ -33,6 +33,12 @@ internal static class Output
             return;
         }
 
+        if (vdisks.Any(v => v.Policy is not null))
+        {
+            ClusterVirtualDisks(vdisks);
+            return;
+        }
+
         var table = new Table().Border(TableBorder.Rounded)
             .AddColumns("NAME", "SIZE", "USED", "STATE", "DISK", "NBD URI");
         foreach (var v in vdisks)
@@ -60,8 +66,142 @@ internal static class Output
         grid.AddRow("disk", $"{Esc(v.DiskPath)} ({Esc(v.DiskId)})");
         grid.AddRow("checksum errors", v.ChecksumErrors.ToString(CultureInfo.InvariantCulture));
         grid.AddRow("nbd uri", Esc(v.NbdUri));
+        if (v.Policy is not null)
+        {
+            grid.AddRow("policy", Esc(v.Policy));
+            grid.AddRow("compliance", Compliance(v));
+            grid.AddRow("generation", (v.Generation ?? 0).ToString(CultureInfo.InvariantCulture));
+            grid.AddRow("coordinator", Esc(v.Coordinator ?? "-"));
+        }
+
         AnsiConsole.Write(grid);
+        if (v.Layout is { Count: > 0 } layout)
+        {
+            var table = new Table().Border(TableBorder.Rounded)
+                .AddColumns("COMPONENT", "ROLE", "REPLICA", "STRIPE", "LENGTH", "HOST", "DISK", "VOTES", "STATE");
+            foreach (var c in layout)
+            {
+                var data = c.Role == "data";
+                table.AddRow(
+                    Esc(c.Id),
+                    Esc(c.Role),
+                    data ? c.Replica.ToString(CultureInfo.InvariantCulture) : "-",
+                    data ? c.Stripe.ToString(CultureInfo.InvariantCulture) : "-",
+                    data ? ByteSize.Format(c.Length) : "-",
+                    Esc(c.HostName),
+                    Esc(c.DiskId),
+                    c.Votes.ToString(CultureInfo.InvariantCulture),
+                    c.State == "active" ? "[green]active[/]" : $"[red]{Esc(c.State)}[/]");
+            }
+
+            AnsiConsole.Write(table);
+        }
     }
+
+    public static void ClusterVirtualDisks(IReadOnlyList<VirtualDiskInfo> vdisks)
+    {
+        var table = new Table().Border(TableBorder.Rounded)
+            .AddColumns("NAME", "SIZE", "POLICY", "STATE", "COMPLIANCE", "COMPONENTS", "COORDINATOR", "NBD URI");
+        foreach (var v in vdisks)
+        {
+            var hosts = v.Layout is null ? string.Empty : string.Join(", ", v.Layout.Select(c => c.HostName).Distinct());
+            table.AddRow(
+                Esc(v.Name),
+                ByteSize.Format(v.SizeBytes),
+                Esc(v.Policy ?? "-"),
+                v.State == VirtualDiskStates.Online ? "[green]online[/]" : $"[red]{Esc(v.State)}[/]",
+                Compliance(v),
+                $"{(v.Layout?.Count ?? 0).ToString(CultureInfo.InvariantCulture)} on {Esc(hosts)}",
+                Esc(v.Coordinator ?? "-"),
+                Esc(v.NbdUri));
+        }
+
+        AnsiConsole.Write(table);
+    }
+
+    public static void Hosts(IReadOnlyList<ClusterHostInfo> hosts)
+    {
+        var table = new Table().Border(TableBorder.Rounded)
+            .AddColumns("NAME", "ROLE", "STATE", "REACHABLE", "FAULT DOMAIN", "DISKS", "API", "NBD", "PEER");
+        foreach (var h in hosts)
+        {
+            table.AddRow(
+                Esc(h.Name),
+                (h.Voter ? "voter" : "client") + (h.Leader ? " [bold](leader)[/]" : string.Empty),
+                Esc(h.State),
+                h.Reachable ? "[green]yes[/]" : "[red]no[/]",
+                Esc(h.FaultDomain ?? "-"),
+                h.DiskCount.ToString(CultureInfo.InvariantCulture),
+                Esc(h.Api),
+                Esc(h.Nbd),
+                Esc(h.Peer));
+        }
+
+        AnsiConsole.Write(table);
+    }
+
+    public static void Policies(IReadOnlyList<PolicyInfo> policies)
+    {
+        var table = new Table().Border(TableBorder.Rounded)
+            .AddColumns("NAME", "FTT", "METHOD", "STRIPE WIDTH", "RESERVATION", "CHECKSUM", "IOPS LIMIT", "FAULT DOMAINS");
+        foreach (var p in policies)
+        {
+            table.AddRow(
+                Esc(p.Name ?? "-") + (p.IsDefault ? " (default)" : string.Empty),
+                p.FailuresToTolerate.ToString(CultureInfo.InvariantCulture),
+                Esc(p.Method),
+                p.StripeWidth.ToString(CultureInfo.InvariantCulture),
+                p.ObjectSpaceReservationPercent.ToString(CultureInfo.InvariantCulture) + "%",
+                p.ChecksumEnabled ? "on" : "off",
+                p.IopsLimit == 0 ? "unlimited" : p.IopsLimit.ToString(CultureInfo.InvariantCulture),
+                p.RequiredFaultDomains.ToString(CultureInfo.InvariantCulture));
+        }
+
+        AnsiConsole.Write(table);
+    }
+
+    public static void ClusterStatus(ClusterStatusInfo cluster, HostInfo host)
+    {
+        var grid = new Grid().AddColumn(new GridColumn().NoWrap()).AddColumn();
+        var capacity = cluster.Disks.Sum(d => d.CapacityBytes);
+        var used = cluster.Disks.Sum(d => d.UsedBytes);
+        grid.AddRow("cluster", $"[bold]{Esc(cluster.Name)}[/] ({Esc(cluster.ClusterId)})");
+        grid.AddRow("hosts", $"{cluster.Hosts.Count(h => h.Reachable)} of {cluster.Hosts.Count} reachable; metadata leader {Esc(cluster.Leader ?? "unknown")}");
+        grid.AddRow("asked", $"{Esc(host.Name)} at {Esc(host.ApiEndpoint)}");
+        grid.AddRow("capacity", $"{Bar(used, capacity)} used of {ByteSize.Format(capacity)} on {cluster.Disks.Count} disk(s)");
+        grid.AddRow("default policy", Esc(cluster.DefaultPolicy));
+        AnsiConsole.Write(new Panel(grid).Header("Converge cluster").Border(BoxBorder.Rounded));
+        Hosts(cluster.Hosts);
+        var disks = new Table().Border(TableBorder.Rounded).AddColumns("HOST", "PATH", "STATE", "USED", "CAPACITY", "FREE");
+        foreach (var d in cluster.Disks)
+        {
+            var online = d.State == DiskStates.Online && d.Reachable;
+            disks.AddRow(
+                Esc(d.HostName),
+                Esc(d.Path),
+                online ? "[green]online[/]" : $"[red]{Esc(d.Reachable ? d.State : "unreachable")}[/]",
+                d.Reachable ? Bar(d.UsedBytes, d.CapacityBytes) : "-",
+                ByteSize.Format(d.CapacityBytes),
+                d.Reachable ? ByteSize.Format(d.FreeBytes) : "-");
+        }
+
+        AnsiConsole.Write(disks);
+        if (cluster.VirtualDisks.Count == 0)
+        {
+            Line("no virtual disks; create one with: converge vdisk create NAME --size 10GiB [--policy NAME]");
+        }
+        else
+        {
+            ClusterVirtualDisks(cluster.VirtualDisks);
+        }
+    }
+
+    private static string Compliance(VirtualDiskInfo v) => v.Compliance switch
+    {
+        null => "-",
+        "compliant" => "[green]compliant[/]",
+        _ => $"[red]{Esc(v.Compliance)}[/]" + (v.ComplianceDetail is null ? string.Empty : $" [grey]({Esc(v.ComplianceDetail)})[/]"),
+    };
 
     public static void Disks(IReadOnlyList<DiskInfo> disks)
     {

@@ -8,12 +8,16 @@ namespace Converge.Coordinator;
 /// <summary>The fencing tokens every request to a component carries (docs/io-path.md, "One writer, fenced").</summary>
 public readonly record struct Fence(long Generation, long Epoch);
 
-/// <summary>A component on another host, reached over the peer protocol.</summary>
-public sealed class RemoteComponent(Guid componentId, string name, long size, PeerClient peer, Func<Fence> fence) : IBlockVolume
+/// <summary>
+/// A component on another host, reached over the peer protocol. With <paramref name="addressing"/>
+/// <see cref="PeerFlags.Object"/> the target is a whole object served by its coordinator on that host (proxied I/O).
+/// </summary>
+public sealed class RemoteComponent(
+    Guid componentId, string name, long size, PeerClient peer, Func<Fence> fence, PeerFlags addressing = PeerFlags.None) : IBlockVolume
 {
     /// <summary>Extents per BLOCK_STATUS reply: 12 bytes each (length u64, flags u32).</summary>
-    internal const int MaxExtents = 1024;
-    internal const int ExtentBytes = 12;
+    public const int MaxExtents = 1024;
+    public const int ExtentBytes = 12;
 
     public string Name { get; } = name;
 
@@ -42,17 +46,36 @@ public sealed class RemoteComponent(Guid componentId, string name, long size, Pe
     public async ValueTask FlushAsync(CancellationToken cancellationToken) =>
         await peer.SendAsync(Header(PeerOp.Flush, PeerFlags.None, 0, 0), ReadOnlyMemory<byte>.Empty, Memory<byte>.Empty, cancellationToken);
 
-    public async ValueTask TrimAsync(long offset, long length, WriteFlags flags, CancellationToken cancellationToken) =>
-        await peer.SendAsync(
-            Header(PeerOp.Trim, flags.HasFlag(WriteFlags.Fua) ? PeerFlags.Fua : PeerFlags.None, offset, checked((int)length)),
-            ReadOnlyMemory<byte>.Empty, Memory<byte>.Empty, cancellationToken);
+    public async ValueTask TrimAsync(long offset, long length, WriteFlags flags, CancellationToken cancellationToken)
+    {
+        // The peer protocol bounds a request's length (BlockGeometry.MaxRequestBytes); longer ranges go in pieces.
+        for (var done = 0L; done < length || (length == 0 && done == 0); done += BlockGeometry.MaxRequestBytes)
+        {
+            var piece = (int)Math.Min(length - done, BlockGeometry.MaxRequestBytes);
+            await peer.SendAsync(
+                Header(PeerOp.Trim, flags.HasFlag(WriteFlags.Fua) ? PeerFlags.Fua : PeerFlags.None, offset + done, piece),
+                ReadOnlyMemory<byte>.Empty, Memory<byte>.Empty, cancellationToken);
+            if (length == 0)
+            {
+                break;
+            }
+        }
+    }
 
     public async ValueTask WriteZeroesAsync(long offset, long length, ZeroFlags flags, CancellationToken cancellationToken)
     {
         var peerFlags = (flags.HasFlag(ZeroFlags.Fua) ? PeerFlags.Fua : PeerFlags.None) |
                         (flags.HasFlag(ZeroFlags.NoHole) ? PeerFlags.NoHole : PeerFlags.None) |
                         (flags.HasFlag(ZeroFlags.FastZero) ? PeerFlags.FastZero : PeerFlags.None);
-        await peer.SendAsync(Header(PeerOp.WriteZeroes, peerFlags, offset, checked((int)length)), ReadOnlyMemory<byte>.Empty, Memory<byte>.Empty, cancellationToken);
+        for (var done = 0L; done < length || (length == 0 && done == 0); done += BlockGeometry.MaxRequestBytes)
+        {
+            var piece = (int)Math.Min(length - done, BlockGeometry.MaxRequestBytes);
+            await peer.SendAsync(Header(PeerOp.WriteZeroes, peerFlags, offset + done, piece), ReadOnlyMemory<byte>.Empty, Memory<byte>.Empty, cancellationToken);
+            if (length == 0)
+            {
+                break;
+            }
+        }
     }
 
     public async ValueTask<IReadOnlyList<AllocationExtent>> GetAllocationAsync(long offset, long length, CancellationToken cancellationToken)
@@ -61,7 +84,7 @@ public sealed class RemoteComponent(Guid componentId, string name, long size, Pe
         try
         {
             var bytes = await peer.SendAsync(
-                Header(PeerOp.BlockStatus, PeerFlags.None, offset, (int)Math.Min(length, int.MaxValue)),
+                Header(PeerOp.BlockStatus, PeerFlags.None, offset, (int)Math.Min(length, BlockGeometry.MaxRequestBytes)),
                 ReadOnlyMemory<byte>.Empty, buffer.AsMemory(0, MaxExtents * ExtentBytes), cancellationToken);
             return DecodeExtents(buffer.AsSpan(0, bytes));
         }
@@ -71,7 +94,7 @@ public sealed class RemoteComponent(Guid componentId, string name, long size, Pe
         }
     }
 
-    internal static int EncodeExtents(IReadOnlyList<AllocationExtent> extents, Span<byte> destination)
+    public static int EncodeExtents(IReadOnlyList<AllocationExtent> extents, Span<byte> destination)
     {
         var count = Math.Min(extents.Count, destination.Length / ExtentBytes);
         for (var i = 0; i < count; i++)
@@ -83,7 +106,7 @@ public sealed class RemoteComponent(Guid componentId, string name, long size, Pe
         return count * ExtentBytes;
     }
 
-    internal static List<AllocationExtent> DecodeExtents(ReadOnlySpan<byte> source)
+    public static List<AllocationExtent> DecodeExtents(ReadOnlySpan<byte> source)
     {
         var extents = new List<AllocationExtent>(source.Length / ExtentBytes);
         for (var at = 0; at + ExtentBytes <= source.Length; at += ExtentBytes)
@@ -99,6 +122,6 @@ public sealed class RemoteComponent(Guid componentId, string name, long size, Pe
     private PeerRequestHeader Header(PeerOp op, PeerFlags flags, long offset, int length)
     {
         var (generation, epoch) = fence();
-        return new PeerRequestHeader(op, flags, 0, ComponentId, generation, epoch, offset, length);
+        return new PeerRequestHeader(op, flags | addressing, 0, ComponentId, generation, epoch, offset, length);
     }
 }

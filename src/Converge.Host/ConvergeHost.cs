@@ -1,5 +1,7 @@
 using System.Globalization;
 using System.Reflection;
+using Converge.Coordinator.Peer;
+using Converge.Host.Cluster;
 using Converge.Nbd;
 using Microsoft.AspNetCore.Connections;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
@@ -50,7 +52,17 @@ public static class ConvergeHost
         builder.Services.AddSingleton(options);
         builder.Services.AddSingleton(options.Time);
         builder.Services.AddSingleton<HostInventory>();
-        builder.Services.AddSingleton<INbdExportCatalog>(sp => sp.GetRequiredService<HostInventory>());
+        if (options.IsCluster)
+        {
+            builder.Services.AddSingleton<ClusterNode>();
+            builder.Services.AddSingleton<INbdExportCatalog>(sp => sp.GetRequiredService<ClusterNode>());
+            builder.Services.AddSingleton<IPeerRequestHandler>(sp => sp.GetRequiredService<ClusterNode>());
+        }
+        else
+        {
+            builder.Services.AddSingleton<INbdExportCatalog>(sp => sp.GetRequiredService<HostInventory>());
+        }
+
         builder.Services.AddSingleton(new NbdServerOptions { Time = options.Time });
         builder.Services.AddSingleton<HostRuntime>();
         builder.WebHost.ConfigureKestrel(k =>
@@ -58,6 +70,10 @@ public static class ConvergeHost
             k.AddServerHeader = false;
             k.Listen(options.NbdEndPoint, l => l.UseConnectionHandler<NbdConnectionHandler>());
             k.Listen(options.ApiEndPoint, l => l.Protocols = HttpProtocols.Http1);
+            if (options.IsCluster)
+            {
+                k.Listen(options.PeerEndPoint!, l => l.UseConnectionHandler<PeerConnectionHandler>());
+            }
         });
 
         await using var app = builder.Build();
@@ -68,6 +84,7 @@ public static class ConvergeHost
         FileStream? lockFile = null;
         var pidPath = Path.Combine(dataDirectory, PidFileName);
         HostInventory? inventory = null;
+        var cluster = app.Services.GetService<ClusterNode>();
         try
         {
             try
@@ -77,6 +94,11 @@ public static class ConvergeHost
 
                 inventory = app.Services.GetRequiredService<HostInventory>();
                 await inventory.OpenAsync(cancellationToken).ConfigureAwait(false);
+                if (cluster is not null)
+                {
+                    await cluster.StartMetadataAsync(cancellationToken).ConfigureAwait(false);
+                }
+
                 try
                 {
                     await app.StartAsync(cancellationToken).ConfigureAwait(false);
@@ -84,12 +106,17 @@ public static class ConvergeHost
                 catch (Exception e) when (e is IOException or InvalidOperationException)
                 {
                     throw new HostStartException(
-                        $"cannot listen (NBD on {options.NbdEndPoint}, API on {options.ApiEndPoint}): {e.Message} " +
-                        "Is another host or NBD server using the port? Pick others with --nbd-listen/--api-listen.",
+                        cluster is null
+                            ? $"cannot listen (NBD on {options.NbdEndPoint}, API on {options.ApiEndPoint}): {e.Message} " +
+                              "Is another host or NBD server using the port? Pick others with --nbd-listen/--api-listen."
+                            : $"cannot listen (NBD on {options.NbdEndPoint}, API on {options.ApiEndPoint}, peer on {options.PeerEndPoint}): {e.Message} " +
+                              "Is another host using the port? Pick others with --nbd-listen/--api-listen/--peer-listen.",
                         e);
                 }
+
+                cluster?.StartBackground();
             }
-            catch (Exception e) when (e is HostStartException or IOException or UnauthorizedAccessException)
+            catch (Exception e) when (e is HostStartException or IOException or UnauthorizedAccessException or System.Net.Sockets.SocketException)
             {
                 Log.StartFailed(logger, e.Message);
                 return 1;
@@ -110,6 +137,11 @@ public static class ConvergeHost
         }
         finally
         {
+            if (cluster is not null)
+            {
+                await cluster.DisposeAsync().ConfigureAwait(false);
+            }
+
             if (inventory is not null)
             {
                 await inventory.DisposeAsync().ConfigureAwait(false);

@@ -151,6 +151,9 @@ internal sealed class HostInventory : INbdExportCatalog, IAsyncDisposable
 
     public IReadOnlyList<DiskInfo> ListDisks() => [.. snapshot.Disks.Select(ToInfo)];
 
+    /// <summary>Cluster mode: the local stores of the disks that are online (the host's component store).</summary>
+    internal IReadOnlyList<StoreDisk> OnlineStores => [.. snapshot.Disks.Where(d => d.Store is not null).Select(d => d.Store!)];
+
     public IReadOnlyList<VirtualDiskInfo> ListVirtualDisks() => [.. snapshot.VirtualDisks.Values.Select(ToInfo)];
 
     public int DiskCount => snapshot.Disks.Length;
@@ -524,7 +527,7 @@ internal sealed class HostInventory : INbdExportCatalog, IAsyncDisposable
             HostErrorKind.Conflict,
             $"cannot {verb} '{entry.Name}': it is unavailable because its disk {entry.Disk.Path} is {entry.Disk.State.ToString().ToLowerInvariant()} ({entry.Disk.Error})");
 
-    private static long ParseSize(JsonElement size) => size.ValueKind switch
+    internal static long ParseSize(JsonElement size) => size.ValueKind switch
     {
         JsonValueKind.String => ParseSize(size.GetString()),
         JsonValueKind.Number when size.TryGetInt64(out var n) => CheckSize(n, n.ToString(CultureInfo.InvariantCulture)),
@@ -532,7 +535,7 @@ internal sealed class HostInventory : INbdExportCatalog, IAsyncDisposable
         _ => throw new HostOperationException(HostErrorKind.Invalid, $"size {size.GetRawText()} is not a size; give e.g. \"10GiB\" or a number of bytes"),
     };
 
-    private static long ParseSize(string? text)
+    internal static long ParseSize(string? text)
     {
         if (!ByteSize.TryParse(text, out var bytes, out var error))
         {
@@ -618,6 +621,7 @@ internal enum HostErrorKind
     NotFound,
     Conflict,
     InsufficientCapacity,
+    Unavailable,
 }
 
 /// <summary>A refused management operation; nothing was changed. The message is meant for the operator.</summary>

@@ -24,6 +24,23 @@ public sealed record HostOptions
 
     public TimeProvider Time { get; init; } = TimeProvider.System;
 
+    /// <summary>Cluster mode (set ⇔ cluster mode): this host's Raft listener for the metadata service.</summary>
+    public IPEndPoint? RaftEndPoint { get; init; }
+
+    /// <summary>Cluster mode: the host-to-host data port (component I/O, proxied object I/O, disk stats).</summary>
+    public IPEndPoint? PeerEndPoint { get; init; }
+
+    /// <summary>Cluster mode: API URL of a member to join through (first start only; ignored once joined).</summary>
+    public Uri? JoinUrl { get; init; }
+
+    /// <summary>Cluster mode: fault domain name (default: the host is its own fault domain).</summary>
+    public string? FaultDomain { get; init; }
+
+    /// <summary>Cluster mode, cold start only: how many hosts are Raft members (3 or 5; 1 for a lab).</summary>
+    public int VoterTarget { get; init; } = 3;
+
+    public bool IsCluster => RaftEndPoint is not null;
+
     /// <summary>
     /// How long open connections may take to finish after SIGTERM before they are cut. Shorter than the 30 s
     /// <c>converge down</c> allows, so the disks are still flushed and checkpointed before any SIGKILL.
@@ -73,6 +90,34 @@ public sealed record HostOptions
             {
                 problems.Add($"{option} {endPoint}: port 0 is not supported; pick a port");
             }
+        }
+
+        if (IsCluster)
+        {
+            if (PeerEndPoint is null)
+            {
+                problems.Add("cluster mode (--raft-listen) also needs --peer-listen");
+            }
+
+            var all = new[] { NbdEndPoint, ApiEndPoint, PeerEndPoint, RaftEndPoint }.Where(e => e is not null).ToList();
+            if (all.Distinct().Count() != all.Count)
+            {
+                problems.Add("the NBD, API, peer and Raft listeners must use different ports");
+            }
+
+            if (VoterTarget is not (1 or 3 or 5))
+            {
+                problems.Add($"--voters {VoterTarget}: give 1, 3 or 5");
+            }
+
+            if (FaultDomain is not null && !NameRules.IsValid(FaultDomain, out var domainError))
+            {
+                problems.Add($"fault domain {domainError}");
+            }
+        }
+        else if (PeerEndPoint is not null || JoinUrl is not null)
+        {
+            problems.Add("--peer-listen and --join need cluster mode: give --raft-listen too");
         }
 
         if (NbdEndPoint.Equals(ApiEndPoint))

@@ -60,4 +60,34 @@ internal static partial class Log
 
     [LoggerMessage(19, LogLevel.Error, "{Method} {Path} failed: {Reason}")]
     public static partial void RequestFailed(ILogger logger, Exception exception, string method, string path, string reason);
+
+    [LoggerMessage(100, LogLevel.Warning, "cannot follow the cluster metadata through {Member}: {Reason}")]
+    public static partial void MetadataFollowFailed(ILogger logger, string member, string reason);
+
+    [LoggerMessage(101, LogLevel.Information, "cluster mode: {Role} of cluster {ClusterId}; peer port {Peer}, Raft {Raft}")]
+    public static partial void ClusterRole(ILogger logger, string role, string clusterId, string peer, string raft);
+
+    [LoggerMessage(102, LogLevel.Information, "joining the cluster through {Seed}")]
+    public static partial void Joining(ILogger logger, string seed);
+
+    [LoggerMessage(103, LogLevel.Warning, "cluster join through {Seed} failed, retrying: {Reason}")]
+    public static partial void JoinRetry(ILogger logger, string seed, string reason);
+
+    [LoggerMessage(104, LogLevel.Information, "coordinating virtual disk {Name} (lease epoch {Epoch}, generation {Generation})")]
+    public static partial void Coordinating(ILogger logger, string name, long epoch, long generation);
+
+    [LoggerMessage(105, LogLevel.Warning, "lease renewal of virtual disk {Name} failed: {Reason}")]
+    public static partial void LeaseRenewalFailed(ILogger logger, string name, string reason);
+
+    [LoggerMessage(106, LogLevel.Information, "stopped coordinating virtual disk {Name}: {Reason}")]
+    public static partial void CoordinatorStopped(ILogger logger, string name, string reason);
+
+    [LoggerMessage(107, LogLevel.Warning, "cluster registration not done yet, retrying: {Reason}")]
+    public static partial void RegistrationRetry(ILogger logger, string reason);
+
+    [LoggerMessage(108, LogLevel.Information, "cluster virtual disk {Name} {Action}: {Detail}")]
+    public static partial void ClusterVirtualDisk(ILogger logger, string name, string action, string detail);
+
+    [LoggerMessage(109, LogLevel.Warning, "cleanup after a failed operation on {Name} failed: {Reason}")]
+    public static partial void CleanupFailed(ILogger logger, string name, string reason);
 }

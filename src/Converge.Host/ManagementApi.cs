@@ -1,7 +1,9 @@
 using System.Text.Json;
 using System.Text.Json.Serialization.Metadata;
 using Converge.Common;
+using Converge.Host.Cluster;
 using Converge.Management.Contracts;
+using Converge.Metadata;
 
 namespace Converge.Host;
 
@@ -32,7 +34,8 @@ internal static class ManagementApi
         });
 
         var api = app.MapGroup("/api/v1");
-        api.MapGet("/health", (HostRuntime runtime) => runtime.Ready
+        var cluster = app.Services.GetService<ClusterNode>();
+        api.MapGet("/health", (HostRuntime runtime) => runtime.Ready && (cluster is null || cluster.Registered)
             ? Json(new HealthInfo { Status = "ready" }, ContractsJsonContext.Default.HealthInfo)
             : Json(new HealthInfo { Status = "starting" }, ContractsJsonContext.Default.HealthInfo, StatusCodes.Status503ServiceUnavailable));
 
@@ -46,7 +49,7 @@ internal static class ManagementApi
                 ApiEndpoint = runtime.ApiEndpoint,
                 StartedAt = runtime.StartedAt,
                 DiskCount = inventory.DiskCount,
-                VirtualDiskCount = inventory.VirtualDiskCount,
+                VirtualDiskCount = cluster is null ? inventory.VirtualDiskCount : cluster.Metadata.Current.VirtualDisks.Count,
             },
             ContractsJsonContext.Default.HostInfo));
 
@@ -61,6 +64,23 @@ internal static class ManagementApi
             return Json(disk, ContractsJsonContext.Default.DiskInfo, StatusCodes.Status201Created);
         });
 
+        if (cluster is not null)
+        {
+            ClusterApi.Map(app, api, cluster);
+        }
+        else
+        {
+            MapStandaloneVirtualDisks(api);
+        }
+
+        app.MapFallback((HttpContext context) => Problem(
+            StatusCodes.Status404NotFound,
+            "Not found",
+            $"there is no endpoint {context.Request.Method} {context.Request.Path}; the API is under /api/v1 (health, host, disks, vdisks{(cluster is null ? string.Empty : ", policies, hosts, cluster")})"));
+    }
+
+    private static void MapStandaloneVirtualDisks(RouteGroupBuilder api)
+    {
         api.MapGet("/vdisks", (HostInventory inventory) =>
             Json(inventory.ListVirtualDisks(), ContractsJsonContext.Default.IReadOnlyListVirtualDiskInfo));
 
@@ -87,14 +107,9 @@ internal static class ManagementApi
             await inventory.DeleteVirtualDiskAsync(name, context.RequestAborted).ConfigureAwait(false);
             return Results.NoContent();
         });
-
-        app.MapFallback((HttpContext context) => Problem(
-            StatusCodes.Status404NotFound,
-            "Not found",
-            $"there is no endpoint {context.Request.Method} {context.Request.Path}; the API is under /api/v1 (health, host, disks, vdisks)"));
     }
 
-    private static async Task<T> ReadBodyAsync<T>(HttpContext context, JsonTypeInfo<T> typeInfo)
+    internal static async Task<T> ReadBodyAsync<T>(HttpContext context, JsonTypeInfo<T> typeInfo)
         where T : class
     {
         try
@@ -125,6 +140,19 @@ internal static class ManagementApi
                     HostErrorKind.Conflict => Problem(StatusCodes.Status409Conflict, "Conflict", op.Message),
                     _ => Problem(StatusCodes.Status507InsufficientStorage, "Insufficient storage", op.Message),
                 };
+            case ClusterOperationException op:
+                return op.Kind switch
+                {
+                    HostErrorKind.Invalid => Problem(StatusCodes.Status400BadRequest, "Invalid request", op.Message),
+                    HostErrorKind.NotFound => Problem(StatusCodes.Status404NotFound, "Not found", op.Message),
+                    HostErrorKind.Conflict => Problem(StatusCodes.Status409Conflict, "Conflict", op.Message),
+                    HostErrorKind.InsufficientCapacity => Problem(StatusCodes.Status507InsufficientStorage, "Insufficient storage", op.Message),
+                    _ => Problem(StatusCodes.Status503ServiceUnavailable, "Unavailable", op.Message),
+                };
+            case MetadataUnavailableException or NotLeaderException:
+                return Problem(StatusCodes.Status503ServiceUnavailable, "Unavailable", e.Message);
+            case VolumeException { Error: VolumeError.Unavailable } unavailable:
+                return Problem(StatusCodes.Status503ServiceUnavailable, "Unavailable", unavailable.Message);
             case BadRequestException bad:
                 return Problem(StatusCodes.Status400BadRequest, "Invalid request", bad.Message);
             case BadHttpRequestException bad:
@@ -146,6 +174,7 @@ internal static class ManagementApi
                 404 => "https://tools.ietf.org/html/rfc9110#section-15.5.5",
                 409 => "https://tools.ietf.org/html/rfc9110#section-15.5.10",
                 507 => "https://tools.ietf.org/html/rfc4918#section-11.5",
+                503 => "https://tools.ietf.org/html/rfc9110#section-15.6.4",
                 _ => "https://tools.ietf.org/html/rfc9110#section-15.6.1",
             },
             Title = title,
@@ -156,7 +185,7 @@ internal static class ManagementApi
         ProblemContentType,
         status);
 
-    private static IResult Json<T>(T value, JsonTypeInfo<T> typeInfo, int status = StatusCodes.Status200OK) =>
+    internal static IResult Json<T>(T value, JsonTypeInfo<T> typeInfo, int status = StatusCodes.Status200OK) =>
         Results.Json(value, typeInfo, contentType: null, statusCode: status);
 
     private sealed class BadRequestException(string message) : Exception(message);

@@ -87,6 +87,50 @@ public sealed class ConvergeApiClient
         await ThrowIfErrorAsync(request, response, cancellationToken).ConfigureAwait(false);
     }
 
+    /// <summary>Cluster mode only: the cluster view; null when the host is standalone (404).</summary>
+    public async Task<ClusterStatusInfo?> TryGetClusterAsync(CancellationToken cancellationToken = default)
+    {
+        try
+        {
+            return await GetAsync("/api/v1/cluster", ContractsJsonContext.Default.ClusterStatusInfo, cancellationToken).ConfigureAwait(false);
+        }
+        catch (ConvergeApiException e) when (e.Status == (int)HttpStatusCode.NotFound)
+        {
+            return null;
+        }
+    }
+
+    public Task<IReadOnlyList<ClusterHostInfo>> ListHostsAsync(CancellationToken cancellationToken = default) =>
+        GetAsync("/api/v1/hosts", ContractsJsonContext.Default.IReadOnlyListClusterHostInfo, cancellationToken);
+
+    public Task<IReadOnlyList<PolicyInfo>> ListPoliciesAsync(CancellationToken cancellationToken = default) =>
+        GetAsync("/api/v1/policies", ContractsJsonContext.Default.IReadOnlyListPolicyInfo, cancellationToken);
+
+    public Task<PolicyInfo> GetPolicyAsync(string name, CancellationToken cancellationToken = default) =>
+        GetAsync(PolicyPath(name), ContractsJsonContext.Default.PolicyInfo, cancellationToken);
+
+    /// <summary>Creates or replaces a policy (the name comes from <paramref name="name"/>).</summary>
+    public Task<PolicyInfo> PutPolicyAsync(string name, PolicyInfo policy, CancellationToken cancellationToken = default) =>
+        SendAsync(
+            HttpMethod.Put,
+            PolicyPath(name),
+            JsonContent.Create(policy, ContractsJsonContext.Default.PolicyInfo),
+            ContractsJsonContext.Default.PolicyInfo,
+            cancellationToken);
+
+    public async Task DeletePolicyAsync(string name, CancellationToken cancellationToken = default)
+    {
+        using var request = new HttpRequestMessage(HttpMethod.Delete, PolicyPath(name));
+        using var response = await http.SendAsync(request, cancellationToken).ConfigureAwait(false);
+        await ThrowIfErrorAsync(request, response, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>Internal endpoint (cluster mode): SHA-256 of a component this host stores.</summary>
+    public Task<ComponentDigestInfo> GetComponentDigestAsync(string componentId, CancellationToken cancellationToken = default) =>
+        GetAsync("/internal/v1/components/" + Uri.EscapeDataString(componentId) + "/digest", ContractsJsonContext.Default.ComponentDigestInfo, cancellationToken);
+
+    private static string PolicyPath(string name) => "/api/v1/policies/" + Uri.EscapeDataString(name);
+
     private static string VirtualDiskPath(string name) => "/api/v1/vdisks/" + Uri.EscapeDataString(name);
 
     private async Task<T> GetAsync<T>(string path, JsonTypeInfo<T> typeInfo, CancellationToken cancellationToken) =>

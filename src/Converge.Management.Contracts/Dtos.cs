@@ -79,6 +79,159 @@ public sealed record VirtualDiskInfo
 
     /// <summary>e.g. <c>nbd://127.0.0.1:10809/demo</c>.</summary>
     public required string NbdUri { get; init; }
+
+    /// <summary>Cluster mode: the storage policy the virtual disk is placed by (null on a standalone host).</summary>
+    public string? Policy { get; init; }
+
+    /// <summary>Cluster mode: configuration generation of the layout.</summary>
+    public long? Generation { get; init; }
+
+    /// <summary>Cluster mode: every component with where it lives and its state.</summary>
+    public IReadOnlyList<ComponentInfo>? Layout { get; init; }
+
+    /// <summary>Cluster mode: <c>compliant</c> or <c>noncompliant</c> (see <see cref="ComplianceDetail"/>).</summary>
+    public string? Compliance { get; init; }
+
+    /// <summary>Why the virtual disk is not compliant; null when it is.</summary>
+    public string? ComplianceDetail { get; init; }
+
+    /// <summary>Cluster mode: the host whose lease currently coordinates the virtual disk's I/O (null when none).</summary>
+    public string? Coordinator { get; init; }
+}
+
+/// <summary>One component of a virtual disk's layout (cluster mode).</summary>
+public sealed record ComponentInfo
+{
+    public required string Id { get; init; }
+
+    /// <summary><c>data</c> or <c>witness</c>.</summary>
+    public required string Role { get; init; }
+
+    public int Replica { get; init; }
+    public int Stripe { get; init; }
+    public long StripeOffset { get; init; }
+    public long Length { get; init; }
+    public required string HostId { get; init; }
+    public required string HostName { get; init; }
+    public required string FaultDomain { get; init; }
+    public required string DiskId { get; init; }
+    public int Votes { get; init; }
+
+    /// <summary><c>active</c>, <c>absent</c>, <c>degraded</c>, <c>stale</c> or <c>resyncing</c>.</summary>
+    public required string State { get; init; }
+}
+
+/// <summary><c>GET/PUT /api/v1/policies[/{name}]</c>: the rules a virtual disk is placed and served by.</summary>
+public sealed record PolicyInfo
+{
+    /// <summary>Taken from the URL on PUT.</summary>
+    public string? Name { get; init; }
+
+    public int FailuresToTolerate { get; init; } = 1;
+    public int StripeWidth { get; init; } = 1;
+    public int ObjectSpaceReservationPercent { get; init; }
+    public bool ChecksumEnabled { get; init; } = true;
+    public int IopsLimit { get; init; }
+
+    /// <summary><c>raid1</c> (mirroring), <c>raid5</c> or <c>raid6</c>.</summary>
+    public string Method { get; init; } = "raid1";
+
+    /// <summary>Read only: fault domains a layout of this policy needs.</summary>
+    public int RequiredFaultDomains { get; init; }
+
+    /// <summary>Read only: the cluster's default policy.</summary>
+    public bool IsDefault { get; init; }
+}
+
+/// <summary>One host of a cluster (<c>GET /api/v1/hosts</c>).</summary>
+public sealed record ClusterHostInfo
+{
+    public required string Id { get; init; }
+    public required string Name { get; init; }
+    public string? FaultDomain { get; init; }
+    public required string Api { get; init; }
+    public required string Nbd { get; init; }
+    public required string Peer { get; init; }
+    public string? Raft { get; init; }
+
+    /// <summary>A Raft member (votes on metadata); otherwise a metadata client.</summary>
+    public bool Voter { get; init; }
+
+    /// <summary>The current metadata leader.</summary>
+    public bool Leader { get; init; }
+
+    /// <summary><c>active</c>, <c>maintenance</c> or <c>decommissioned</c>.</summary>
+    public required string State { get; init; }
+
+    /// <summary>Answered the peer protocol within 2 s just now.</summary>
+    public bool Reachable { get; init; }
+
+    public int DiskCount { get; init; }
+}
+
+/// <summary>One disk of a cluster with its usage as its host reports it.</summary>
+public sealed record ClusterDiskInfo
+{
+    public required string Id { get; init; }
+    public required string HostId { get; init; }
+    public required string HostName { get; init; }
+    public required string Path { get; init; }
+    public required string State { get; init; }
+    public long CapacityBytes { get; init; }
+    public long UsedBytes { get; init; }
+    public long FreeBytes { get; init; }
+
+    /// <summary>False when the host did not report usage (the numbers are then 0 except capacity).</summary>
+    public bool Reachable { get; init; }
+}
+
+/// <summary><c>GET /api/v1/cluster</c> (cluster mode only; 404 on a standalone host).</summary>
+public sealed record ClusterStatusInfo
+{
+    public required string ClusterId { get; init; }
+    public required string Name { get; init; }
+    public required string DefaultPolicy { get; init; }
+    public int VoterTarget { get; init; }
+    public string? Leader { get; init; }
+    public long AppliedIndex { get; init; }
+    public required IReadOnlyList<ClusterHostInfo> Hosts { get; init; }
+    public required IReadOnlyList<ClusterDiskInfo> Disks { get; init; }
+    public required IReadOnlyList<VirtualDiskInfo> VirtualDisks { get; init; }
+    public required IReadOnlyList<PolicyInfo> Policies { get; init; }
+}
+
+/// <summary><c>POST /api/v1/cluster/join</c>: a new host asks to join (sent by <c>converge host run --join</c>).</summary>
+public sealed record JoinRequest
+{
+    public required string HostId { get; init; }
+    public required string Name { get; init; }
+    public string? FaultDomain { get; init; }
+    public required string Api { get; init; }
+    public required string Nbd { get; init; }
+    public required string Peer { get; init; }
+
+    /// <summary>The joiner's Raft endpoint (it runs a member that waits to be added), or null to join as a client.</summary>
+    public string? Raft { get; init; }
+}
+
+public sealed record JoinResponse
+{
+    /// <summary><c>voter</c> or <c>client</c>.</summary>
+    public required string Role { get; init; }
+
+    public required string ClusterId { get; init; }
+
+    /// <summary>API URLs of the metadata members (where a client reads and proposes).</summary>
+    public required IReadOnlyList<string> Members { get; init; }
+}
+
+/// <summary><c>GET /internal/v1/components/{id}/digest</c>: SHA-256 of a component's contents read from the local store.</summary>
+public sealed record ComponentDigestInfo
+{
+    public required string ComponentId { get; init; }
+    public required string Name { get; init; }
+    public long SizeBytes { get; init; }
+    public required string Sha256 { get; init; }
 }
 
 /// <summary><c>POST /api/v1/vdisks</c>. <see cref="Size"/> is a size string (<c>"10GiB"</c>) or a number of bytes.</summary>
@@ -86,6 +239,9 @@ public sealed record CreateVirtualDiskRequest
 {
     public required string Name { get; init; }
     public JsonElement Size { get; init; }
+
+    /// <summary>Cluster mode: storage policy name (default: the cluster's default policy).</summary>
+    public string? Policy { get; init; }
 
     public static CreateVirtualDiskRequest Create(string name, string size) =>
         new() { Name = name, Size = JsonSerializer.SerializeToElement(size, ContractsJsonContext.Default.String) };
@@ -122,6 +278,9 @@ public sealed record StatusInfo
     public required HostInfo Host { get; init; }
     public required IReadOnlyList<DiskInfo> Disks { get; init; }
     public required IReadOnlyList<VirtualDiskInfo> VirtualDisks { get; init; }
+
+    /// <summary>Cluster mode: the cluster view (hosts, all disks, policies).</summary>
+    public ClusterStatusInfo? Cluster { get; init; }
 }
 
 /// <summary><c>DIR/cluster.json</c>, written by <c>converge up</c> and read by <c>converge down</c> and the CLI's default <c>--api</c>.</summary>

@@ -105,12 +105,12 @@ internal static class Data
 
     public static StoreDiskOptions Options(
         long logBytes = 8L << 20, TimeProvider? time = null, TimeSpan? flushInterval = null, TimeSpan? maxUnflushedAge = null) => new()
-    {
-        LogBytes = logBytes,
-        Time = time ?? TimeProvider.System,
-        BackgroundFlushInterval = flushInterval ?? TimeSpan.Zero,
-        MaxUnflushedAge = maxUnflushedAge ?? TimeSpan.FromSeconds(30),
-    };
+        {
+            LogBytes = logBytes,
+            Time = time ?? TimeProvider.System,
+            BackgroundFlushInterval = flushInterval ?? TimeSpan.Zero,
+            MaxUnflushedAge = maxUnflushedAge ?? TimeSpan.FromSeconds(30),
+        };
 
     /// <summary>A self-describing block: its logical block number and version, then bytes derived from both.</summary>
     public static void FillBlock(Span<byte> block, long logical, int version)

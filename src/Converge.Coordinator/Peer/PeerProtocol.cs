@@ -24,6 +24,12 @@ public enum PeerFlags : byte
     Fua = 1,
     NoHole = 2,
     FastZero = 4,
+
+    /// <summary>
+    /// Object-level (proxied) I/O: <see cref="PeerRequestHeader.Target"/> is a virtual disk's object id and the receiving
+    /// host serves the request through its coordinator of that object (it must hold the object's lease).
+    /// </summary>
+    Object = 8,
 }
 
 /// <summary>

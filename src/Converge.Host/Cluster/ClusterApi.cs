@@ -1,0 +1,142 @@
+using System.Text.Json;
+using Converge.Management.Contracts;
+using Converge.Metadata;
+
+namespace Converge.Host.Cluster;
+
+/// <summary>
+/// The cluster-mode endpoints: virtual disks placed across hosts, policies, hosts, the cluster view, and the
+/// internal host-to-host endpoints under <c>/internal/v1</c> (trusted: loopback deployments only for now; no auth).
+/// </summary>
+internal static class ClusterApi
+{
+    public static void Map(WebApplication app, RouteGroupBuilder api, ClusterNode node)
+    {
+        var manager = node.Manager;
+        api.MapGet("/vdisks", () => ManagementApi.Json(manager.ListVirtualDisks(), ContractsJsonContext.Default.IReadOnlyListVirtualDiskInfo));
+        api.MapGet("/vdisks/{name}", (string name) => ManagementApi.Json(manager.GetVirtualDisk(name), ContractsJsonContext.Default.VirtualDiskInfo));
+        api.MapPost("/vdisks", async (HttpContext context) =>
+        {
+            var request = await ManagementApi.ReadBodyAsync(context, ContractsJsonContext.Default.CreateVirtualDiskRequest).ConfigureAwait(false);
+            var created = await manager.CreateVirtualDiskAsync(request, context.RequestAborted).ConfigureAwait(false);
+            context.Response.Headers.Location = "/api/v1/vdisks/" + Uri.EscapeDataString(created.Name);
+            return ManagementApi.Json(created, ContractsJsonContext.Default.VirtualDiskInfo, StatusCodes.Status201Created);
+        });
+        api.MapPatch("/vdisks/{name}", async (string name, HttpContext context) =>
+        {
+            var request = await ManagementApi.ReadBodyAsync(context, ContractsJsonContext.Default.ResizeVirtualDiskRequest).ConfigureAwait(false);
+            return ManagementApi.Json(
+                await manager.ResizeVirtualDiskAsync(name, request.Size, context.RequestAborted).ConfigureAwait(false),
+                ContractsJsonContext.Default.VirtualDiskInfo);
+        });
+        api.MapDelete("/vdisks/{name}", async (string name, HttpContext context) =>
+        {
+            await manager.DeleteVirtualDiskAsync(name, context.RequestAborted).ConfigureAwait(false);
+            return Results.NoContent();
+        });
+
+        api.MapGet("/policies", () => ManagementApi.Json(manager.ListPolicies(), ContractsJsonContext.Default.IReadOnlyListPolicyInfo));
+        api.MapGet("/policies/{name}", (string name) => ManagementApi.Json(manager.GetPolicy(name), ContractsJsonContext.Default.PolicyInfo));
+        api.MapPut("/policies/{name}", async (string name, HttpContext context) =>
+        {
+            var request = await ManagementApi.ReadBodyAsync(context, ContractsJsonContext.Default.PolicyInfo).ConfigureAwait(false);
+            return ManagementApi.Json(await manager.PutPolicyAsync(name, request, context.RequestAborted).ConfigureAwait(false), ContractsJsonContext.Default.PolicyInfo);
+        });
+        api.MapDelete("/policies/{name}", async (string name, HttpContext context) =>
+        {
+            await manager.DeletePolicyAsync(name, context.RequestAborted).ConfigureAwait(false);
+            return Results.NoContent();
+        });
+
+        api.MapGet("/hosts", async (CancellationToken cancellationToken) =>
+            ManagementApi.Json(await manager.ListHostsAsync(cancellationToken).ConfigureAwait(false), ContractsJsonContext.Default.IReadOnlyListClusterHostInfo));
+        api.MapGet("/cluster", async (CancellationToken cancellationToken) =>
+            ManagementApi.Json(await manager.StatusAsync(cancellationToken).ConfigureAwait(false), ContractsJsonContext.Default.ClusterStatusInfo));
+        api.MapPost("/cluster/join", async (HttpContext context) =>
+        {
+            var request = await ManagementApi.ReadBodyAsync(context, ContractsJsonContext.Default.JoinRequest).ConfigureAwait(false);
+            var forwarded = context.Request.Headers.ContainsKey(ClusterMetadata.ForwardedHeader);
+            return ManagementApi.Json(
+                await node.HandleJoinAsync(request, forwarded, context.RequestAborted).ConfigureAwait(false),
+                ContractsJsonContext.Default.JoinResponse);
+        });
+
+        var internalApi = app.MapGroup("/internal/v1");
+        internalApi.MapGet("/metadata/state", async (HttpContext context, long? after, bool? barrier) =>
+        {
+            var since = after ?? -1;
+            if (barrier == true && node.Metadata.Raft is { } raft)
+            {
+                // A client's linearizable read: everything committed before the request is in the state returned.
+                using var timeout = CancellationTokenSource.CreateLinkedTokenSource(context.RequestAborted);
+                timeout.CancelAfter(TimeSpan.FromSeconds(5));
+                await raft.BarrierAsync(timeout.Token).ConfigureAwait(false);
+            }
+
+            var deadline = DateTimeOffset.UtcNow + TimeSpan.FromSeconds(10);
+            while (node.Metadata.Current.AppliedIndex <= since && DateTimeOffset.UtcNow < deadline)
+            {
+                await Task.Delay(25, context.RequestAborted).ConfigureAwait(false);
+            }
+
+            var state = node.Metadata.Current;
+            if (node.Metadata.Service.LeaderRaftEndpoint is { } leader)
+            {
+                context.Response.Headers[RemoteMetadataService.LeaderHeader] = leader;
+            }
+
+            return state.AppliedIndex <= since ? Results.NoContent() : Results.Bytes(state.ToJson(), "application/json");
+        });
+        internalApi.MapPost("/metadata/propose", async (HttpContext context) =>
+        {
+            MetadataCommand? command;
+            try
+            {
+                command = await JsonSerializer.DeserializeAsync(context.Request.Body, MetadataJsonContext.Default.MetadataCommand, context.RequestAborted).ConfigureAwait(false);
+            }
+            catch (JsonException e)
+            {
+                throw new ClusterOperationException(HostErrorKind.Invalid, $"not a metadata command: {e.Message}");
+            }
+
+            if (command is null)
+            {
+                throw new ClusterOperationException(HostErrorKind.Invalid, "empty metadata command");
+            }
+
+            var forwarded = context.Request.Headers.ContainsKey(ClusterMetadata.ForwardedHeader);
+            CommandResult result;
+            if (node.Metadata.Raft is { IsLeader: true } raft)
+            {
+                result = await raft.ProposeAsync(command, context.RequestAborted).ConfigureAwait(false);
+            }
+            else if (forwarded)
+            {
+                throw new ClusterOperationException(HostErrorKind.Unavailable, "this host is not the metadata leader");
+            }
+            else
+            {
+                result = await node.Metadata.ProposeAsync(command, context.RequestAborted).ConfigureAwait(false);
+            }
+
+            return Results.Bytes(JsonSerializer.SerializeToUtf8Bytes(result, MetadataJsonContext.Default.CommandResult), "application/json");
+        });
+        internalApi.MapPost("/vdisks/{id}/release", async (string id, HttpContext context) =>
+        {
+            await node.Coordinators.ReleaseAsync(id, context.RequestAborted).ConfigureAwait(false);
+            return Results.NoContent();
+        });
+        internalApi.MapGet("/components/{id}/digest", async (string id, HttpContext context) =>
+        {
+            if (!Guid.TryParse(id, out var componentId) || node.Local.FindComponent(componentId) is not { } component)
+            {
+                throw new ClusterOperationException(HostErrorKind.NotFound, $"component '{id}' is not on this host");
+            }
+
+            var digest = await node.Local.DigestAsync(component, context.RequestAborted).ConfigureAwait(false);
+            return ManagementApi.Json(
+                new ComponentDigestInfo { ComponentId = componentId.ToString("N"), Name = component.Name, SizeBytes = component.Size, Sha256 = digest },
+                ContractsJsonContext.Default.ComponentDigestInfo);
+        });
+    }
+}

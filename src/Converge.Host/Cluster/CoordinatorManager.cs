@@ -1,0 +1,461 @@
+using System.Collections.Concurrent;
+using Converge.Common;
+using Converge.Coordinator;
+using Converge.Coordinator.Peer;
+using Converge.Metadata;
+using Converge.Nbd;
+
+namespace Converge.Host.Cluster;
+
+/// <summary>
+/// Decides, per virtual disk, who drives its I/O: this host when it holds (or can take) the coordinator lease —
+/// then a <see cref="ReplicatedVolume"/> over local store components and <see cref="RemoteComponent"/>s fenced with
+/// the current generation and lease epoch — otherwise a proxy to the lease holder over the peer protocol
+/// (<see cref="PeerFlags.Object"/>). Leases last 10 s, are renewed every 3 s, and a coordinator stops serving 2 s
+/// before its lease could expire.
+/// </summary>
+internal sealed class CoordinatorManager : INbdExportCatalog, IAsyncDisposable
+{
+    public static readonly TimeSpan LeaseDuration = TimeSpan.FromSeconds(10);
+    public static readonly TimeSpan RenewInterval = TimeSpan.FromSeconds(3);
+    public static readonly TimeSpan SafetyMargin = TimeSpan.FromSeconds(2);
+
+    private readonly ClusterMetadata metadata;
+    private readonly LocalComponents local;
+    private readonly PeerClients peers;
+    private readonly TimeProvider time;
+    private readonly ILogger logger;
+    private readonly ConcurrentDictionary<string, CoordinatedDisk> coordinated = new(StringComparer.Ordinal);
+    private readonly SemaphoreSlim acquire = new(1, 1);
+    private readonly CancellationTokenSource stop = new();
+    private Task renewer = Task.CompletedTask;
+
+    public CoordinatorManager(ClusterMetadata metadata, LocalComponents local, PeerClients peers, string hostId, TimeProvider time, ILogger logger)
+    {
+        this.metadata = metadata;
+        this.local = local;
+        this.peers = peers;
+        this.time = time;
+        this.logger = logger;
+        HostId = hostId;
+    }
+
+    public string HostId { get; }
+
+    public void Start() => renewer = Task.Run(() => RenewLoopAsync(stop.Token), CancellationToken.None);
+
+    public IReadOnlyList<NbdExportInfo> ListExports() =>
+    [
+        .. metadata.Current.VirtualDisks.Values
+            .OrderBy(v => v.Name, StringComparer.Ordinal)
+            .Select(v => new NbdExportInfo(v.Name, $"Converge virtual disk {v.Name}, {ByteSize.Format(v.SizeBytes)}, policy {v.PolicyName}")),
+    ];
+
+    public IBlockVolume? FindExport(string name)
+    {
+        var state = metadata.Current;
+        VirtualDiskRecord? vdisk;
+        if (name.Length == 0)
+        {
+            vdisk = state.VirtualDisks.Count == 1 ? state.VirtualDisks.Values.First() : null;
+        }
+        else
+        {
+            vdisk = state.FindVirtualDiskByName(name);
+            if (vdisk is null)
+            {
+                // Just created on another host? Catch up (linearizable read, 2 s at most) before answering "no such export".
+                try
+                {
+                    using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(2));
+                    Task.Run(() => metadata.Service.BarrierAsync(timeout.Token), timeout.Token).GetAwaiter().GetResult();
+                }
+                catch (Exception e) when (e is MetadataUnavailableException or OperationCanceledException or HttpRequestException or InvalidOperationException)
+                {
+                }
+
+                vdisk = metadata.Current.FindVirtualDiskByName(name);
+            }
+        }
+
+        return vdisk is null ? null : new ExportVolume(this, vdisk.VirtualDiskId, vdisk.Name, vdisk.SizeBytes);
+    }
+
+    /// <summary>
+    /// The volume to send a request for <paramref name="virtualDiskId"/> to: this host's coordinator (taking or renewing
+    /// the lease if needed) or, with <paramref name="allowProxy"/>, a proxy to the host that holds the lease.
+    /// </summary>
+    public async ValueTask<IBlockVolume> ResolveAsync(string virtualDiskId, bool allowProxy, CancellationToken cancellationToken)
+    {
+        for (var attempt = 0; attempt < 5; attempt++)
+        {
+            var state = metadata.Current;
+            if (!state.VirtualDisks.TryGetValue(virtualDiskId, out var vdisk))
+            {
+                throw new VolumeException(VolumeError.Unavailable, $"virtual disk {virtualDiskId} does not exist (deleted?)");
+            }
+
+            var now = time.GetUtcNow();
+            if (coordinated.TryGetValue(virtualDiskId, out var mine) && mine.IsValid(now))
+            {
+                return mine.VolumeFor(vdisk);
+            }
+
+            if (vdisk.Lease is { } lease && lease.HostId != HostId && !lease.IsExpiredAt(now))
+            {
+                if (!allowProxy)
+                {
+                    throw new VolumeException(VolumeError.Unavailable, $"virtual disk '{vdisk.Name}' is coordinated by host {lease.HostId}, not this one");
+                }
+
+                if (!state.Hosts.TryGetValue(lease.HostId, out var holder))
+                {
+                    throw new VolumeException(VolumeError.Unavailable, $"the coordinator of '{vdisk.Name}' ({lease.HostId}) is not a known host");
+                }
+
+                return new RemoteComponent(
+                    Guid.ParseExact(vdisk.VirtualDiskId, "N"), vdisk.Name, vdisk.SizeBytes, peers.Get(holder.Endpoints.PeerData),
+                    static () => default, PeerFlags.Object);
+            }
+
+            if (await TryAcquireAsync(virtualDiskId, cancellationToken).ConfigureAwait(false) is { } volume)
+            {
+                return volume;
+            }
+
+            await Task.Delay(100, cancellationToken).ConfigureAwait(false);
+        }
+
+        throw new VolumeException(VolumeError.Unavailable, $"virtual disk {virtualDiskId}: could not take or find its coordinator lease");
+    }
+
+    /// <summary>Stops coordinating a virtual disk and releases its lease (before a delete on another host).</summary>
+    public async Task ReleaseAsync(string virtualDiskId, CancellationToken cancellationToken)
+    {
+        if (coordinated.TryRemove(virtualDiskId, out var mine))
+        {
+            mine.Stop();
+            await metadata.ProposeAsync(new ReleaseLease(Guid.NewGuid(), virtualDiskId, HostId, mine.Epoch), cancellationToken).ConfigureAwait(false);
+            Log.CoordinatorStopped(logger, mine.Name, "lease released");
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await stop.CancelAsync().ConfigureAwait(false);
+        await renewer.ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+
+        // Hand the leases back so that another host can coordinate at once instead of after expiry.
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(3));
+        foreach (var id in coordinated.Keys.ToList())
+        {
+            try
+            {
+                await ReleaseAsync(id, timeout.Token).ConfigureAwait(false);
+            }
+            catch (Exception e) when (e is MetadataUnavailableException or OperationCanceledException or ObjectDisposedException or InvalidOperationException)
+            {
+                break;
+            }
+        }
+
+        stop.Dispose();
+        acquire.Dispose();
+    }
+
+    private async Task<IBlockVolume?> TryAcquireAsync(string virtualDiskId, CancellationToken cancellationToken)
+    {
+        await acquire.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            var state = metadata.Current;
+            if (!state.VirtualDisks.TryGetValue(virtualDiskId, out var vdisk))
+            {
+                return null;
+            }
+
+            var now = time.GetUtcNow();
+            if (coordinated.TryGetValue(virtualDiskId, out var mine) && mine.IsValid(now))
+            {
+                return mine.VolumeFor(vdisk);
+            }
+
+            var lease = vdisk.Lease;
+            if (lease is not null && lease.HostId != HostId && !lease.IsExpiredAt(now))
+            {
+                return null;
+            }
+
+            // Our own lease (a restart or a lapsed renewal) is renewed at its epoch: nobody took it over meanwhile.
+            var epoch = lease is not null && lease.HostId == HostId && lease.Epoch == vdisk.LeaseEpoch ? lease.Epoch : vdisk.LeaseEpoch + 1;
+            var result = await metadata.ProposeAsync(
+                new AcquireLease(Guid.NewGuid(), virtualDiskId, HostId, epoch, now, LeaseDuration), cancellationToken).ConfigureAwait(false);
+            if (!result.Succeeded || result.Lease is not { } granted)
+            {
+                return null;
+            }
+
+            if (mine is null || mine.Epoch != granted.Epoch)
+            {
+                mine?.Stop();
+                mine = new CoordinatedDisk(this, virtualDiskId, vdisk.Name, granted.Epoch);
+            }
+
+            mine.Extend(granted.ExpiresAt);
+            coordinated[virtualDiskId] = mine;
+            var current = metadata.Current.VirtualDisks.GetValueOrDefault(virtualDiskId) ?? vdisk;
+            Log.Coordinating(logger, vdisk.Name, granted.Epoch, current.Generation);
+            return mine.VolumeFor(current);
+        }
+        finally
+        {
+            acquire.Release();
+        }
+    }
+
+    private async Task RenewLoopAsync(CancellationToken cancellationToken)
+    {
+        using var timer = new PeriodicTimer(TimeSpan.FromMilliseconds(500), time);
+        try
+        {
+            while (await timer.WaitForNextTickAsync(cancellationToken).ConfigureAwait(false))
+            {
+                foreach (var disk in coordinated.Values)
+                {
+                    var now = time.GetUtcNow();
+                    if (disk.ExpiresAt - now > LeaseDuration - RenewInterval)
+                    {
+                        continue;
+                    }
+
+                    await RenewAsync(disk, now, cancellationToken).ConfigureAwait(false);
+                }
+            }
+        }
+        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+        {
+        }
+    }
+
+    private async Task RenewAsync(CoordinatedDisk disk, DateTimeOffset now, CancellationToken cancellationToken)
+    {
+        try
+        {
+            var result = await metadata.ProposeAsync(
+                new AcquireLease(Guid.NewGuid(), disk.VirtualDiskId, HostId, disk.Epoch, now, LeaseDuration),
+                cancellationToken, timeout: TimeSpan.FromSeconds(2)).ConfigureAwait(false);
+            if (result.Succeeded && result.Lease is { } granted && granted.Epoch == disk.Epoch)
+            {
+                disk.Extend(granted.ExpiresAt);
+                return;
+            }
+
+            // Refused: the virtual disk is gone or another host took the lease over (a higher epoch).
+            if (coordinated.TryRemove(KeyValuePair.Create(disk.VirtualDiskId, disk)))
+            {
+                disk.Stop();
+                Log.CoordinatorStopped(logger, disk.Name, result.Error ?? "lease lost");
+            }
+        }
+        catch (Exception e) when (e is MetadataUnavailableException or HttpRequestException || (e is OperationCanceledException && !cancellationToken.IsCancellationRequested))
+        {
+            // I/O stops by itself when the lease gets within the safety margin of expiry.
+            Log.LeaseRenewalFailed(logger, disk.Name, e.Message);
+        }
+    }
+
+    /// <summary>A virtual disk this host coordinates under one lease epoch.</summary>
+    private sealed class CoordinatedDisk(CoordinatorManager owner, string virtualDiskId, string name, long epoch)
+    {
+        private readonly Lock gate = new();
+        private (long Generation, ReplicatedVolume Volume)? built;
+        private long expiresAtTicks;
+        private volatile bool stopped;
+
+        public string VirtualDiskId { get; } = virtualDiskId;
+
+        public string Name { get; } = name;
+
+        public long Epoch { get; } = epoch;
+
+        public DateTimeOffset ExpiresAt => new(Interlocked.Read(ref expiresAtTicks), TimeSpan.Zero);
+
+        public void Extend(DateTimeOffset expiresAt)
+        {
+            var ticks = expiresAt.UtcTicks;
+            long seen;
+            do
+            {
+                seen = Interlocked.Read(ref expiresAtTicks);
+                if (seen >= ticks)
+                {
+                    return;
+                }
+            }
+            while (Interlocked.CompareExchange(ref expiresAtTicks, ticks, seen) != seen);
+        }
+
+        public void Stop() => stopped = true;
+
+        /// <summary>Serving stops <see cref="SafetyMargin"/> before the lease could expire anywhere.</summary>
+        public bool IsValid(DateTimeOffset now) => !stopped && now < ExpiresAt - SafetyMargin;
+
+        public IBlockVolume VolumeFor(VirtualDiskRecord vdisk)
+        {
+            lock (gate)
+            {
+                if (built is { } b && b.Generation == vdisk.Generation)
+                {
+                    return b.Volume;
+                }
+
+                var volume = Build(vdisk);
+                built = (vdisk.Generation, volume);
+                return volume;
+            }
+        }
+
+        private ReplicatedVolume Build(VirtualDiskRecord vdisk)
+        {
+            var state = owner.metadata.Current;
+            var generation = vdisk.Generation;
+            var epoch = Epoch;
+            var fence = new Fence(generation, epoch);
+            var active = new Dictionary<Guid, IBlockVolume>();
+            foreach (var component in vdisk.Layout.DataComponents)
+            {
+                if (vdisk.StateOf(component.ComponentId) != ComponentState.Active)
+                {
+                    continue;
+                }
+
+                IBlockVolume volume;
+                if (component.HostId == owner.HostId)
+                {
+                    volume = owner.local.FindComponent(component.ComponentId) as IBlockVolume
+                        ?? new MissingComponent(component.ComponentId, component.Length);
+                }
+                else if (state.Hosts.TryGetValue(component.HostId, out var host))
+                {
+                    volume = new RemoteComponent(
+                        component.ComponentId, LocalComponents.ComponentName(vdisk.Name, component.ComponentId), component.Length,
+                        owner.peers.Get(host.Endpoints.PeerData), () => fence);
+                }
+                else
+                {
+                    volume = new MissingComponent(component.ComponentId, component.Length);
+                }
+
+                active[component.ComponentId] = volume;
+            }
+
+            return new ReplicatedVolume(vdisk.Name, vdisk.SizeBytes, new StripeMap(vdisk.Layout), active);
+        }
+    }
+}
+
+/// <summary>
+/// What NBD serves for a cluster virtual disk: each request is routed at the time it runs (coordinator here or proxy
+/// to the lease holder), and retried while the coordinator moves (a proxy target that stopped, a lease being taken).
+/// </summary>
+internal sealed class ExportVolume(CoordinatorManager manager, string virtualDiskId, string name, long size) : IBlockVolume
+{
+    private static readonly TimeSpan RetryFor = TimeSpan.FromSeconds(15);
+
+    public string Name { get; } = name;
+
+    public long Size { get; } = size;
+
+    public VolumeCapabilities Capabilities =>
+        VolumeCapabilities.Flush | VolumeCapabilities.Fua | VolumeCapabilities.Trim | VolumeCapabilities.WriteZeroes |
+        VolumeCapabilities.FastZero | VolumeCapabilities.BlockStatus | VolumeCapabilities.MultiConn;
+
+    public ValueTask ReadAsync(long offset, Memory<byte> buffer, CancellationToken cancellationToken) =>
+        RunAsync(v => v.ReadAsync(offset, buffer, cancellationToken), cancellationToken);
+
+    public ValueTask WriteAsync(long offset, ReadOnlyMemory<byte> data, WriteFlags flags, CancellationToken cancellationToken) =>
+        RunAsync(v => v.WriteAsync(offset, data, flags, cancellationToken), cancellationToken);
+
+    public ValueTask FlushAsync(CancellationToken cancellationToken) =>
+        RunAsync(v => v.FlushAsync(cancellationToken), cancellationToken);
+
+    public ValueTask TrimAsync(long offset, long length, WriteFlags flags, CancellationToken cancellationToken) =>
+        RunAsync(v => v.TrimAsync(offset, length, flags, cancellationToken), cancellationToken);
+
+    public ValueTask WriteZeroesAsync(long offset, long length, ZeroFlags flags, CancellationToken cancellationToken) =>
+        RunAsync(v => v.WriteZeroesAsync(offset, length, flags, cancellationToken), cancellationToken);
+
+    public async ValueTask<IReadOnlyList<AllocationExtent>> GetAllocationAsync(long offset, long length, CancellationToken cancellationToken)
+    {
+        IReadOnlyList<AllocationExtent> result = [];
+        await RunAsync(
+            async v => result = await v.GetAllocationAsync(offset, length, cancellationToken).ConfigureAwait(false),
+            cancellationToken).ConfigureAwait(false);
+        return result;
+    }
+
+    private async ValueTask RunAsync(Func<IBlockVolume, ValueTask> operation, CancellationToken cancellationToken)
+    {
+        var deadline = DateTimeOffset.UtcNow + RetryFor;
+        while (true)
+        {
+            IBlockVolume volume;
+            try
+            {
+                volume = await manager.ResolveAsync(virtualDiskId, allowProxy: true, cancellationToken).ConfigureAwait(false);
+            }
+            catch (Exception e) when (e is MetadataUnavailableException && DateTimeOffset.UtcNow < deadline)
+            {
+                await Task.Delay(200, cancellationToken).ConfigureAwait(false);
+                continue;
+            }
+            catch (Exception e) when (e is MetadataUnavailableException or HttpRequestException)
+            {
+                throw new VolumeException(VolumeError.Unavailable, $"virtual disk '{Name}': {e.Message}", e);
+            }
+            catch (VolumeException e) when (e.Error == VolumeError.Unavailable && DateTimeOffset.UtcNow < deadline)
+            {
+                await Task.Delay(200, cancellationToken).ConfigureAwait(false);
+                continue;
+            }
+
+            try
+            {
+                await operation(volume).ConfigureAwait(false);
+                return;
+            }
+            catch (VolumeException e) when (e.Error == VolumeError.Unavailable && volume is RemoteComponent && DateTimeOffset.UtcNow < deadline)
+            {
+                // The coordinator we proxied to stopped or gave up its lease: find the current one.
+                await Task.Delay(200, cancellationToken).ConfigureAwait(false);
+            }
+        }
+    }
+}
+
+/// <summary>An active component that this host should hold but does not find: every request fails, so no write is acknowledged without it.</summary>
+internal sealed class MissingComponent(Guid componentId, long size) : IBlockVolume
+{
+    public string Name { get; } = componentId.ToString("N");
+
+    public long Size { get; } = size;
+
+    public VolumeCapabilities Capabilities => VolumeCapabilities.None;
+
+    public ValueTask ReadAsync(long offset, Memory<byte> buffer, CancellationToken cancellationToken) => Fail();
+
+    public ValueTask WriteAsync(long offset, ReadOnlyMemory<byte> data, WriteFlags flags, CancellationToken cancellationToken) => Fail();
+
+    public ValueTask FlushAsync(CancellationToken cancellationToken) => Fail();
+
+    public ValueTask TrimAsync(long offset, long length, WriteFlags flags, CancellationToken cancellationToken) => Fail();
+
+    public ValueTask WriteZeroesAsync(long offset, long length, ZeroFlags flags, CancellationToken cancellationToken) => Fail();
+
+    public ValueTask<IReadOnlyList<AllocationExtent>> GetAllocationAsync(long offset, long length, CancellationToken cancellationToken) =>
+        ValueTask.FromException<IReadOnlyList<AllocationExtent>>(Error());
+
+    private ValueTask Fail() => ValueTask.FromException(Error());
+
+    private VolumeException Error() => new(VolumeError.Unavailable, $"component {Name} is not on this host's online disks");
+}

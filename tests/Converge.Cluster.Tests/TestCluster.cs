@@ -1,0 +1,119 @@
+using System.Diagnostics;
+using Converge.Management.Contracts;
+
+namespace Converge.Cluster.Tests;
+
+/// <summary>A cluster of <see cref="ClusterHost"/>s in one temp directory: h1 founds it, the others join through h1.</summary>
+public sealed class TestCluster : IAsyncDisposable
+{
+    private readonly TempDir root = new("converge-cluster");
+
+    public List<ClusterHost> Hosts { get; } = [];
+
+    public ClusterHost this[int index] => Hosts[index];
+
+    public string TempPath(string name) => root.File(name);
+
+    public static async Task<TestCluster> StartAsync(int hosts, string diskSize = "512MiB")
+    {
+        var cluster = new TestCluster();
+        try
+        {
+            var first = cluster.NewHost("h1", diskSize);
+            first.Launch();
+            await first.WaitReadyAsync();
+            for (var i = 2; i <= hosts; i++)
+            {
+                var host = cluster.NewHost($"h{i}", diskSize);
+                host.Launch(first.ApiUrl);
+                await host.WaitReadyAsync();
+            }
+
+            await cluster.WaitForHostsAsync(hosts);
+            return cluster;
+        }
+        catch
+        {
+            await cluster.DisposeAsync();
+            throw;
+        }
+    }
+
+    public ClusterHost NewHost(string name, string diskSize)
+    {
+        var host = new ClusterHost(root.Path, name, diskSize);
+        Hosts.Add(host);
+        return host;
+    }
+
+    /// <summary>Starts one more host that joins through h1 and waits until every host lists it.</summary>
+    public async Task<ClusterHost> AddHostAsync(string diskSize)
+    {
+        var host = NewHost($"h{Hosts.Count + 1}", diskSize);
+        host.Launch(Hosts[0].ApiUrl);
+        await host.WaitReadyAsync();
+        await WaitForHostsAsync(Hosts.Count);
+        return host;
+    }
+
+    /// <summary>Every running host lists <paramref name="count"/> reachable hosts with exactly one leader.</summary>
+    public Task WaitForHostsAsync(int count) => Eventually(async () =>
+    {
+        foreach (var host in Hosts.Where(h => h.IsRunning))
+        {
+            var hosts = await host.Api.ListHostsAsync();
+            if (hosts.Count != count || !hosts.All(h => h.Reachable) || hosts.Count(h => h.Leader) != 1)
+            {
+                return false;
+            }
+        }
+
+        return true;
+    }, $"every host to list {count} reachable hosts and one leader");
+
+    public async Task RestartAllAsync()
+    {
+        foreach (var host in Hosts)
+        {
+            Assert.Equal(0, await host.StopAsync());
+        }
+
+        foreach (var host in Hosts)
+        {
+            host.Launch();
+        }
+
+        await Task.WhenAll(Hosts.Select(h => h.WaitReadyAsync()));
+        await WaitForHostsAsync(Hosts.Count);
+    }
+
+    public static async Task Eventually(Func<Task<bool>> condition, string what, TimeSpan? timeout = null)
+    {
+        var stopwatch = Stopwatch.StartNew();
+        Exception? last = null;
+        while (stopwatch.Elapsed < (timeout ?? TimeSpan.FromSeconds(60)))
+        {
+            try
+            {
+                if (await condition())
+                {
+                    return;
+                }
+            }
+            catch (Exception e) when (e is HttpRequestException or ConvergeApiException or TaskCanceledException)
+            {
+                last = e;
+            }
+
+            await Task.Delay(100);
+        }
+
+        throw new TimeoutException($"timed out waiting for {what}" + (last is null ? string.Empty : $" (last error: {last.Message})"));
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await Task.WhenAll(Hosts.Select(h => h.DisposeAsync().AsTask()));
+        root.Dispose();
+    }
+}
