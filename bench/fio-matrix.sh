@@ -4,6 +4,7 @@
 #   bench/fio-matrix.sh            # RUNS=3 runs of every job on each target, 10 s each
 #   RUNS=5 RUNTIME=20 SIZE=2G bench/fio-matrix.sh
 #   JOBS='write-1m|qd1' RUNS=1 bench/fio-matrix.sh   # only some jobs
+#   HOSTS=3 bench/fio-matrix.sh                      # an FTT=1 virtual disk on a local 3-host cluster
 #
 # Needs: the .NET SDK (builds Release if the binary is missing), fio, nbdkit, python3.
 # Everything lives in one temp dir (removed at exit); every process is stopped by PID.
@@ -15,6 +16,8 @@ SIZE="${SIZE:-1G}"            # working set of every job (preconditioned on both
 VDISK_SIZE="${VDISK_SIZE:-4GiB}"
 DISK_SIZE="${DISK_SIZE:-8GiB}"
 OUT="${OUT:-}"                # optional: directory to keep the fio JSON files
+HOSTS="${HOSTS:-1}"           # 1: one standalone host; N > 1: a local N-host cluster ('converge up')
+POLICY="${POLICY:-default}"   # cluster mode: the virtual disk's policy (default = FTT=1, RAID-1)
 
 for tool in fio nbdkit python3; do
   command -v "$tool" >/dev/null || { echo "fio-matrix: $tool is missing (./test.sh installs the tools)" >&2; exit 1; }
@@ -28,7 +31,9 @@ fi
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/converge-bench.XXXXXX")"
 host_pid=""
+host_pids=""
 cleanup() {
+  if [ -f "$work/cluster/cluster.json" ]; then "$bin" down --data "$work/cluster" >/dev/null 2>&1 || true; fi
   if [ -n "$host_pid" ] && kill -0 "$host_pid" 2>/dev/null; then
     kill -TERM "$host_pid" 2>/dev/null || true
     for _ in $(seq 1 100); do kill -0 "$host_pid" 2>/dev/null || break; sleep 0.1; done
@@ -44,11 +49,38 @@ free_port() {
   python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
 }
 
-nbd_port="$(free_port)"; api_port="$(free_port)"; nbdkit_port="$(free_port)"
+nbdkit_port="$(free_port)"
+if [ "$HOSTS" -gt 1 ]; then
+  # A local cluster through 'converge up': four blocks of HOSTS consecutive free ports (NBD, API, peer, Raft).
+  base="$(python3 - "$HOSTS" <<'PY'
+import random, socket, sys
+n = 4 * int(sys.argv[1])
+for _ in range(200):
+    base = random.randint(20000, 60000 - n)
+    socks = []
+    try:
+        for p in range(base, base + n):
+            s = socket.socket(); s.bind(("127.0.0.1", p)); socks.append(s)
+        print(base); break
+    except OSError:
+        pass
+    finally:
+        for s in socks: s.close()
+PY
+)"
+  nbd_port=$base; api_port=$((base + HOSTS))
+  "$bin" up --data "$work/cluster" --hosts "$HOSTS" --disk-size "$DISK_SIZE" --demo-size 64MiB \
+    --nbd-port "$nbd_port" --api-port "$api_port" --peer-port $((base + 2 * HOSTS)) --raft-port $((base + 3 * HOSTS)) \
+    >"$work/up.log" 2>&1 || { echo "fio-matrix: converge up failed"; tail -20 "$work/up.log"; exit 1; }
+  host_pids="$(python3 -c 'import json,sys; print(" ".join(str(h["pid"]) for h in json.load(open(sys.argv[1]))["hosts"]))' "$work/cluster/cluster.json")"
+  "$bin" vdisk create bench --size "$VDISK_SIZE" --policy "$POLICY" --api "http://127.0.0.1:$api_port" >/dev/null
+else
+nbd_port="$(free_port)"; api_port="$(free_port)"
 mkdir -p "$work/host"
 "$bin" host run --data "$work/host" --disk "$work/host/d1.img:$DISK_SIZE" \
   --nbd-listen "127.0.0.1:$nbd_port" --api-listen "127.0.0.1:$api_port" >"$work/host.log" 2>&1 &
 host_pid=$!
+host_pids=$host_pid
 
 python3 - "$api_port" "$host_pid" <<'PY' || { echo "fio-matrix: the host did not become ready"; tail -20 "$work/host.log"; exit 1; }
 import json, os, sys, time, urllib.request
@@ -69,6 +101,7 @@ while time.time() < deadline:
 sys.exit(1)
 PY
 "$bin" vdisk create bench --size "$VDISK_SIZE" --api "http://127.0.0.1:$api_port" >/dev/null
+fi
 
 truncate -s "$VDISK_SIZE" "$work/nbdkit.img" 2>/dev/null || truncate -s "${VDISK_SIZE%iB}" "$work/nbdkit.img"
 nbdkit -P "$work/nbdkit.pid" -p "$nbdkit_port" -i 127.0.0.1 file "$work/nbdkit.img"
@@ -95,7 +128,7 @@ if [ -n "${JOBS:-}" ]; then  # e.g. JOBS='write-1m|qd1': only the jobs whose nam
   jobs=("${selected[@]}")
 fi
 
-echo "fio-matrix: converge pid $host_pid at ${uri[converge]}, nbdkit at ${uri[nbdkit]}; $RUNS runs x ${RUNTIME}s, working set $SIZE"
+echo "fio-matrix: converge pid(s) $host_pids at ${uri[converge]} (HOSTS=$HOSTS), nbdkit at ${uri[nbdkit]}; $RUNS runs x ${RUNTIME}s, working set $SIZE"
 for target in converge nbdkit; do
   echo "fio-matrix: preconditioning $target ($SIZE sequential write)"
   fio --name=precondition --ioengine=nbd --uri="${uri[$target]}" --rw=write --bs=1m --iodepth=8 \
@@ -114,7 +147,11 @@ for run in $(seq 1 "$RUNS"); do
   done
 done
 
-rss_kb="$(awk '/VmHWM/ {print $2}' "/proc/$host_pid/status" 2>/dev/null || echo 0)"
+rss_kb=0   # the largest peak RSS (VmHWM) of any host process
+for pid in $host_pids; do
+  kb="$(awk '/VmHWM/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)"
+  if [ "${kb:-0}" -gt "$rss_kb" ]; then rss_kb=$kb; fi
+done
 
 python3 - "$work" "$RUNS" "$rss_kb" "${jobs[@]%% *}" <<'PY'
 import json, os, statistics, sys
@@ -146,7 +183,7 @@ for key, label in (("lat_mean_us", "mean"), ("lat_p99_us", "p99")) if "randwrite
     c, n = median("randwrite-4k-qd1", "converge", key), median("randwrite-4k-qd1", "nbdkit", key)
     print("| randwrite-4k-qd1 | %s completion latency (us) | %.0f | %.0f | %.2f |" % (label, c, n, c / n if n else float("nan")))
 print()
-print("medians of %d runs; peak RSS of the converge host (VmHWM): %.0f MiB" % (runs, rss_kb / 1024))
+print("medians of %d runs; largest peak RSS of a converge host (VmHWM): %.0f MiB" % (runs, rss_kb / 1024))
 errors = sum(load(n, t, r)["errors"] for n in jobs for t in ("converge", "nbdkit") for r in range(1, runs + 1))
 if errors:
     print("WARNING: %d fio jobs reported errors" % errors)
