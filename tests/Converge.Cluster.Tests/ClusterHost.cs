@@ -162,6 +162,21 @@ public sealed class ClusterHost : IAsyncDisposable
         return p.ExitCode;
     }
 
+    /// <summary>SIGKILL (no clean shutdown: leases and Raft state stay as they were) and wait for the exit.</summary>
+    public async Task KillAsync()
+    {
+        var p = process ?? throw new InvalidOperationException($"host {Name} was never started");
+        if (p.HasExited)
+        {
+            return;
+        }
+
+        File.AppendAllText(LogPath, $"=== SIGKILL at {DateTimeOffset.UtcNow:O}\n");
+        (await Tool.RunAsync("kill", ["-KILL", p.Id.ToString(CultureInfo.InvariantCulture)], TimeSpan.FromSeconds(10))).EnsureSuccess();
+        using var deadline = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+        await p.WaitForExitAsync(deadline.Token);
+    }
+
     public string LogTail(int lines = 40)
     {
         try

@@ -160,7 +160,7 @@ public sealed class ClusterTests
         await AssertReplicasIdenticalAsync(cluster, "triple");
     }
 
-    private static async Task WriteThroughAsync(ClusterHost host, string vdisk, string image, long? length = null)
+    internal static async Task WriteThroughAsync(ClusterHost host, string vdisk, string image, long? length = null)
     {
         var source = image;
         if (length is { } l)
@@ -178,14 +178,14 @@ public sealed class ClusterTests
         (await NbdClients.QemuImgAsync(["convert", "-n", "-f", "raw", "-O", "raw", source, host.NbdUri(vdisk)], TimeSpan.FromMinutes(2))).EnsureSuccess();
     }
 
-    private static async Task CompareThroughAsync(ClusterHost host, string vdisk, string image)
+    internal static async Task CompareThroughAsync(ClusterHost host, string vdisk, string image)
     {
         var result = await NbdClients.QemuImgAsync(["compare", "-f", "raw", "-F", "raw", image, host.NbdUri(vdisk)], TimeSpan.FromMinutes(2));
         Assert.True(result.ExitCode == 0, $"{vdisk} through {host.Name} differs from {image}:\n{result}");
     }
 
     /// <summary>For every stripe piece, the components of all replicas hold the same bytes (SHA-256 from each host's local store).</summary>
-    private static async Task AssertReplicasIdenticalAsync(TestCluster cluster, string vdisk)
+    internal static async Task AssertReplicasIdenticalAsync(TestCluster cluster, string vdisk)
     {
         var info = await cluster[0].Api.GetVirtualDiskAsync(vdisk);
         var data = info.Layout!.Where(c => c.Role == "data").ToList();
