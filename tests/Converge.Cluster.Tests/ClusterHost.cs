@@ -88,20 +88,8 @@ public sealed class ClusterHost : IAsyncDisposable
             args.AddRange(["--join", joinApi]);
         }
 
-        var startInfo = new ProcessStartInfo("/bin/sh") { UseShellExecute = false, WorkingDirectory = DataDir };
-        startInfo.ArgumentList.Add("-c");
-        startInfo.ArgumentList.Add("exec \"$0\" \"$@\" >>\"$CONVERGE_TEST_LOG\" 2>&1 </dev/null");
-        startInfo.ArgumentList.Add(RepoPaths.ConvergeBinary);
-        foreach (var arg in args)
-        {
-            startInfo.ArgumentList.Add(arg);
-        }
-
-        startInfo.Environment["CONVERGE_TEST_LOG"] = LogPath;
-        ProcessEnvironment.Apply(startInfo);
         starts++;
-        File.AppendAllText(LogPath, $"=== start {starts} at {DateTimeOffset.UtcNow:O}: converge {string.Join(' ', args)}\n");
-        process = Process.Start(startInfo) ?? throw new InvalidOperationException("could not start converge");
+        process = ConvergeLauncher.Start(DataDir, LogPath, args, starts);
     }
 
     /// <summary>Polls <c>/api/v1/health</c> until ready (cluster mode: registered in the cluster).</summary>

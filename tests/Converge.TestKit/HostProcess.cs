@@ -266,23 +266,8 @@ public sealed class HostProcess : IAsyncDisposable
 
         args.AddRange(["--nbd-listen", NbdEndpoint, "--api-listen", $"127.0.0.1:{ApiPort}"]);
 
-        // exec keeps the PID: the process we signal is converge itself, with its output appended to the log file.
-        var startInfo = new ProcessStartInfo("/bin/sh") { UseShellExecute = false, WorkingDirectory = DataDir };
-        startInfo.ArgumentList.Add("-c");
-        startInfo.ArgumentList.Add("exec \"$0\" \"$@\" >>\"$CONVERGE_TEST_LOG\" 2>&1 </dev/null");
-        startInfo.ArgumentList.Add(RepoPaths.ConvergeBinary);
-        foreach (var arg in args)
-        {
-            startInfo.ArgumentList.Add(arg);
-        }
-
-        startInfo.Environment["CONVERGE_TEST_LOG"] = LogPath;
-        ProcessEnvironment.Apply(startInfo);
         starts++;
-        File.AppendAllText(
-            LogPath,
-            $"=== start {starts.ToString(CultureInfo.InvariantCulture)} at {DateTimeOffset.UtcNow:O}: converge {string.Join(' ', args)}\n");
-        process = Process.Start(startInfo) ?? throw new InvalidOperationException("Could not start converge.");
+        process = ConvergeLauncher.Start(DataDir, LogPath, args, starts);
     }
 
     private static async Task WaitExitAsync(Process p, TimeSpan timeout)
@@ -314,5 +299,33 @@ public static class ProcessEnvironment
 
         startInfo.Environment["DOTNET_CLI_TELEMETRY_OPTOUT"] = "1";
         startInfo.Environment["DOTNET_NOLOGO"] = "1";
+    }
+}
+
+/// <summary>Starts the real <c>converge</c> binary the way every test harness does.</summary>
+public static class ConvergeLauncher
+{
+    /// <summary>
+    /// Starts <c>converge ARGS</c> in <paramref name="workingDirectory"/>, its output appended to <paramref name="logPath"/>
+    /// after a line naming start number <paramref name="start"/>. The shell <c>exec</c>s converge, so the returned
+    /// process (and its PID, which tests signal) is converge itself.
+    /// </summary>
+    public static Process Start(string workingDirectory, string logPath, IReadOnlyList<string> args, int start)
+    {
+        var startInfo = new ProcessStartInfo("/bin/sh") { UseShellExecute = false, WorkingDirectory = workingDirectory };
+        startInfo.ArgumentList.Add("-c");
+        startInfo.ArgumentList.Add("exec \"$0\" \"$@\" >>\"$CONVERGE_TEST_LOG\" 2>&1 </dev/null");
+        startInfo.ArgumentList.Add(RepoPaths.ConvergeBinary);
+        foreach (var arg in args)
+        {
+            startInfo.ArgumentList.Add(arg);
+        }
+
+        startInfo.Environment["CONVERGE_TEST_LOG"] = logPath;
+        ProcessEnvironment.Apply(startInfo);
+        File.AppendAllText(
+            logPath,
+            $"=== start {start.ToString(CultureInfo.InvariantCulture)} at {DateTimeOffset.UtcNow:O}: converge {string.Join(' ', args)}\n");
+        return Process.Start(startInfo) ?? throw new InvalidOperationException("Could not start converge.");
     }
 }
