@@ -36,6 +36,7 @@ internal sealed class ClusterNode : INbdExportCatalog, IPeerRequestHandler, IAsy
         this.loggerFactory = loggerFactory;
         Logger = loggerFactory.CreateLogger(ConvergeHost.LogCategory);
         Local = new LocalComponents(inventory);
+        Resyncs = new ResyncTracker(options.Time);
         Manager = new ClusterManager(this);
         NbdEndpoint = HostInventory.FormatEndPoint(options.NbdEndPoint);
         ApiUrl = "http://" + HostInventory.FormatEndPoint(options.ApiEndPoint);
@@ -48,6 +49,9 @@ internal sealed class ClusterNode : INbdExportCatalog, IPeerRequestHandler, IAsy
     public LocalComponents Local { get; }
 
     public PeerClients Peers { get; } = new();
+
+    /// <summary>The resyncs, rebuilds and repairs this host runs (as coordinator), with their progress.</summary>
+    public ResyncTracker Resyncs { get; }
 
     public ClusterManager Manager { get; }
 
