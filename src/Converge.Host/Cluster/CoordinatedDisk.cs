@@ -25,6 +25,11 @@ internal sealed class CoordinatedDisk : IReplicaObserver
     private volatile bool stopped;
     private Task maintenance = Task.CompletedTask;
 
+    // Components that were already not active when this coordinator took over: writes may have reached them and not
+    // their siblings under the previous coordinator, so their own write intents join their resync. Components that
+    // leave later need no such thing: every write that failed on them was retried and marked dirty on the siblings.
+    private HashSet<Guid> inheritedAbsences = [];
+
     public CoordinatedDisk(CoordinatorManager owner, string virtualDiskId, string name, long epoch)
     {
         this.owner = owner;
@@ -265,6 +270,11 @@ internal sealed class CoordinatedDisk : IReplicaObserver
     /// </summary>
     public async Task ReconcileAsync(CancellationToken cancellationToken)
     {
+        if (owner.Metadata.Current.VirtualDisks.TryGetValue(VirtualDiskId, out var atTakeover))
+        {
+            inheritedAbsences = [.. atTakeover.Layout.DataComponents.Where(c => atTakeover.StateOf(c.ComponentId) != ComponentState.Active).Select(c => c.ComponentId)];
+        }
+
         for (var attempt = 0; ; attempt++)
         {
             var volume = Current();
@@ -378,15 +388,9 @@ internal sealed class CoordinatedDisk : IReplicaObserver
     {
         lastRotation = owner.Time.GetTimestamp();
         var old = Intents.Switch();
-        var deadline = owner.Time.GetTimestamp();
-        while (Intents.InFlight(old) > 0)
+        if (!await DrainAsync(old, cancellationToken).ConfigureAwait(false))
         {
-            if (owner.Time.GetElapsedTime(deadline) > TimeSpan.FromSeconds(10))
-            {
-                return;
-            }
-
-            await Task.Delay(TimeSpan.FromMilliseconds(5), owner.Time, cancellationToken).ConfigureAwait(false);
+            return;
         }
 
         var volume = Current();
@@ -402,6 +406,23 @@ internal sealed class CoordinatedDisk : IReplicaObserver
         {
             // Bits left set cost a larger reconcile after a takeover, nothing else; a failed replica is found by I/O.
         }
+    }
+
+    /// <summary>Waits until every write that marked intent slot <paramref name="slot"/> has finished (false after 10 s).</summary>
+    private async Task<bool> DrainAsync(int slot, CancellationToken cancellationToken)
+    {
+        var started = owner.Time.GetTimestamp();
+        while (Intents.InFlight(slot) > 0)
+        {
+            if (owner.Time.GetElapsedTime(started) > TimeSpan.FromSeconds(10))
+            {
+                return false;
+            }
+
+            await Task.Delay(TimeSpan.FromMilliseconds(5), owner.Time, cancellationToken).ConfigureAwait(false);
+        }
+
+        return true;
     }
 
     /// <summary>Resyncs data components that are absent, stale or resyncing, when their host answers again.</summary>
@@ -454,6 +475,8 @@ internal sealed class CoordinatedDisk : IReplicaObserver
             return;
         }
 
+        // Writes issued before the component joined the write set must have marked their dirty bits before we read them.
+        await DrainAsync(Intents.Switch(), cancellationToken).ConfigureAwait(false);
         var started = owner.Time.GetTimestamp();
 
         // What it missed: blocks its active siblings recorded dirty, plus regions it may have written itself without
@@ -466,7 +489,10 @@ internal sealed class CoordinatedDisk : IReplicaObserver
                 ranges.AddRange(await volume.Members[sibling.ComponentId].ReadChangesAsync(ChangeKinds.Dirty, cancellationToken).ConfigureAwait(false));
             }
 
-            ranges.AddRange(await target.ReadChangesAsync(ChangeKinds.Intents, cancellationToken).ConfigureAwait(false));
+            if (inheritedAbsences.Contains(component.ComponentId))
+            {
+                ranges.AddRange(await target.ReadChangesAsync(ChangeKinds.Intents, cancellationToken).ConfigureAwait(false));
+            }
         }
         catch (VolumeException e)
         {
@@ -515,6 +541,7 @@ internal sealed class CoordinatedDisk : IReplicaObserver
         }
 
         progress.Complete();
+        inheritedAbsences.Remove(component.ComponentId);
         Log.CopyFinished(owner.Logger, Name, "resync", component.ComponentId.ToString("N"), copied, owner.Time.GetElapsedTime(started).TotalSeconds);
         Log.ComponentStateChanged(owner.Logger, Name, component.ComponentId.ToString("N"), "active", activated.Generation ?? 0, "resync complete");
 
