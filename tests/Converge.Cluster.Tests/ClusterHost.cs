@@ -44,6 +44,9 @@ public sealed class ClusterHost : IAsyncDisposable
 
     public string Name { get; }
 
+    /// <summary>More <c>host run</c> arguments for every start (e.g. <c>--repair-delay 5s</c>).</summary>
+    public List<string> ExtraArgs { get; } = [];
+
     public string DataDir { get; }
 
     public string DiskSize { get; }
@@ -87,6 +90,8 @@ public sealed class ClusterHost : IAsyncDisposable
         {
             args.AddRange(["--join", joinApi]);
         }
+
+        args.AddRange(ExtraArgs);
 
         starts++;
         process = ConvergeLauncher.Start(DataDir, LogPath, args, starts);

@@ -80,3 +80,53 @@ public sealed class ReplicaFailureTests
         return total;
     }
 }
+
+/// <summary>Components that will not come back are rebuilt elsewhere from the surviving replica.</summary>
+public sealed class RebuildTests
+{
+    private const long MiB = 1L << 20;
+
+    [Fact]
+    public async Task A_failed_disk_is_rebuilt_at_once_and_a_lost_host_after_the_repair_delay()
+    {
+        await using var cluster = await TestCluster.StartAsync(4, hostArgs: ["--repair-delay", "4s", "--enable-fault-injection", "--heartbeat-timeout", "3s"]);
+        var coordinator = cluster[0];
+        await coordinator.Api.CreateVirtualDiskAsync(CreateVirtualDiskRequest.Create("rb", 32 * MiB));
+        var image = cluster.TempPath("rb.img");
+        NbdClients.WriteRandomFile(image, 32 * MiB, seed: 21);
+        await ClusterTests.WriteThroughAsync(coordinator, "rb", image);
+
+        // 1. A disk of a replica fails I/O: its component is degraded and rebuilt on another host at once.
+        var info = await coordinator.Api.GetVirtualDiskAsync("rb");
+        var failing = info.Layout!.First(c => c.Role == "data" && c.HostName != coordinator.Name);
+        var failingHost = cluster.Hosts.Single(h => h.Name == failing.HostName);
+        using (var response = await failingHost.Http.PostAsync($"{failingHost.ApiUrl}/internal/v1/test/disks/{failing.DiskId}/fail", null))
+        {
+            Assert.True(response.IsSuccessStatusCode, await response.Content.ReadAsStringAsync());
+        }
+
+        // Reads and writes carry on meanwhile.
+        await ClusterTests.CompareThroughAsync(cluster[1], "rb", image);
+        await TestCluster.Eventually(
+            async () => (await coordinator.Api.GetVirtualDiskAsync("rb")) is { Compliance: "compliant" } v && v.Layout!.All(c => c.Id != failing.Id),
+            "the component on the failed disk to be replaced and the virtual disk compliant again",
+            TimeSpan.FromSeconds(90));
+        await ClusterTests.AssertReplicasIdenticalAsync(cluster, "rb");
+
+        // 2. A host holding a replica dies for good: after the repair delay its component is rebuilt elsewhere.
+        info = await coordinator.Api.GetVirtualDiskAsync("rb");
+        var lost = info.Layout!.First(c => c.Role == "data" && c.HostName != coordinator.Name);
+        var lostHost = cluster.Hosts.Single(h => h.Name == lost.HostName);
+        await lostHost.KillAsync();
+        await TestCluster.Eventually(
+            async () => (await coordinator.Api.GetVirtualDiskAsync("rb")) is { Compliance: "compliant" } v && v.Layout!.All(c => c.HostName != lostHost.Name),
+            $"the components on {lostHost.Name} to be rebuilt on the other hosts",
+            TimeSpan.FromSeconds(120));
+        foreach (var host in cluster.Hosts.Where(h => h.IsRunning))
+        {
+            await ClusterTests.CompareThroughAsync(host, "rb", image);
+        }
+
+        await ClusterTests.AssertReplicasIdenticalAsync(cluster, "rb");
+    }
+}

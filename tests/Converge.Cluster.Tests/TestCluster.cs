@@ -14,9 +14,9 @@ public sealed class TestCluster : IAsyncDisposable
 
     public string TempPath(string name) => root.File(name);
 
-    public static async Task<TestCluster> StartAsync(int hosts, string diskSize = "512MiB")
+    public static async Task<TestCluster> StartAsync(int hosts, string diskSize = "512MiB", IReadOnlyList<string>? hostArgs = null)
     {
-        var cluster = new TestCluster();
+        var cluster = new TestCluster { HostArgs = hostArgs ?? [] };
         try
         {
             var first = cluster.NewHost("h1", diskSize);
@@ -39,9 +39,13 @@ public sealed class TestCluster : IAsyncDisposable
         }
     }
 
+    /// <summary>Extra <c>host run</c> arguments every host of this cluster gets.</summary>
+    public IReadOnlyList<string> HostArgs { get; private init; } = [];
+
     public ClusterHost NewHost(string name, string diskSize)
     {
         var host = new ClusterHost(root.Path, name, diskSize);
+        host.ExtraArgs.AddRange(HostArgs);
         Hosts.Add(host);
         return host;
     }
