@@ -130,3 +130,52 @@ public sealed class RebuildTests
         await ClusterTests.AssertReplicasIdenticalAsync(cluster, "rb");
     }
 }
+
+/// <summary>The coordinating host dies mid-copy: another host takes over, reconciles, and the client carries on.</summary>
+public sealed class CoordinatorFailoverTests
+{
+    private const long MiB = 1L << 20;
+
+    [Fact]
+    public async Task Killing_the_coordinator_under_a_proxied_client_loses_nothing_and_the_replicas_agree()
+    {
+        await using var cluster = await TestCluster.StartAsync(3, hostArgs: ["--heartbeat-timeout", "3s"]);
+        var coordinator = cluster[0];
+        await coordinator.Api.CreateVirtualDiskAsync(CreateVirtualDiskRequest.Create("fo", 48 * MiB));
+
+        // h1 takes the lease with a first write; the client then writes through h2, which proxies to h1.
+        (await NbdClients.QemuIoAsync(coordinator.NbdUri("fo"), ["write -P 1 0 4k"], TimeSpan.FromMinutes(1))).EnsureSuccess();
+        Assert.Equal(coordinator.Name, await CoordinatorNameAsync(cluster));
+        var image = cluster.TempPath("fo.img");
+        NbdClients.WriteRandomFile(image, 48 * MiB, seed: 31);
+        var copy = ClusterTests.WriteThroughAsync(cluster[1], "fo", image);
+
+        await Task.Delay(TimeSpan.FromMilliseconds(300));
+        Assert.False(copy.IsCompleted, "the copy finished before the coordinator could be killed under it");
+        await coordinator.KillAsync();
+        await copy; // qemu-img sees no error: requests stall while the lease moves, then carry on.
+
+        var survivor = cluster[1];
+        await TestCluster.Eventually(async () => await CoordinatorNameAsync(cluster, survivor) is { } name && name != coordinator.Name,
+            "another host to coordinate 'fo'", TimeSpan.FromSeconds(30));
+        await ClusterTests.CompareThroughAsync(cluster[2], "fo", image);
+
+        // h1 returns: its replica (if it held one) is resynced, and every replica agrees.
+        coordinator.Launch();
+        await coordinator.WaitReadyAsync();
+        await TestCluster.Eventually(
+            async () => (await survivor.Api.GetVirtualDiskAsync("fo")).Layout!.All(c => c.State == "active"),
+            "every component of 'fo' to be active again", TimeSpan.FromSeconds(60));
+        await ClusterTests.AssertReplicasIdenticalAsync(cluster, "fo");
+        foreach (var host in cluster.Hosts)
+        {
+            await ClusterTests.CompareThroughAsync(host, "fo", image);
+        }
+    }
+
+    private static async Task<string?> CoordinatorNameAsync(TestCluster cluster, ClusterHost? via = null)
+    {
+        var info = await (via ?? cluster[0]).Api.GetVirtualDiskAsync("fo");
+        return info.Coordinator is { } id ? (await (via ?? cluster[0]).Api.ListHostsAsync()).FirstOrDefault(h => h.Id == id || h.Name == id)?.Name : null;
+    }
+}
