@@ -57,11 +57,16 @@ internal static class HostCommands
             Description = "Cluster mode: rebuild an absent component elsewhere after this long (e.g. 60m; a failed disk's at once)",
             DefaultValueFactory = _ => "60m",
         };
+        var scrubRate = new Option<string>("--scrub-rate")
+        {
+            Description = "Cluster mode: the scrubber reads this much of every replica per second, per virtual disk (e.g. 1MiB; 0 = off)",
+            DefaultValueFactory = _ => "1MiB",
+        };
         var faultInjection = new Option<bool>("--enable-fault-injection") { Description = "Testing only: enable /internal/v1/test endpoints that inject faults" };
 
         var run = new Command("run", "Run the host daemon in the foreground (logs to stdout; SIGTERM/SIGINT stop it cleanly)")
         {
-            data, disks, name, nbd, api, peer, raft, join, faultDomain, voters, heartbeat, replicaTimeout, resyncBandwidth, repairDelay, faultInjection,
+            data, disks, name, nbd, api, peer, raft, join, faultDomain, voters, heartbeat, replicaTimeout, resyncBandwidth, repairDelay, scrubRate, faultInjection,
         };
         run.SetAction((pr, ct) => Guarded.RunAsync(async () =>
         {
@@ -84,8 +89,9 @@ internal static class HostCommands
                     Failures = new Host.Cluster.FailureOptions
                     {
                         ReplicaTimeout = HostOptions.ParseDuration(pr.GetRequiredValue(replicaTimeout), "--replica-timeout"),
-                        ResyncBandwidthBytesPerSecond = ParseBandwidth(pr.GetRequiredValue(resyncBandwidth)),
+                        ResyncBandwidthBytesPerSecond = ParseBandwidth(pr.GetRequiredValue(resyncBandwidth), "--resync-bandwidth"),
                         RepairDelay = HostOptions.ParseDuration(pr.GetRequiredValue(repairDelay), "--repair-delay"),
+                        ScrubBytesPerSecond = ParseBandwidth(pr.GetRequiredValue(scrubRate), "--scrub-rate"),
                     },
                     EnableFaultInjection = pr.GetValue(faultInjection),
                 };
@@ -105,10 +111,10 @@ internal static class HostCommands
         return host;
     }
 
-    private static long ParseBandwidth(string text) =>
+    private static long ParseBandwidth(string text, string option) =>
         text.Trim() == "0" ? 0 : ByteSize.TryParse(text, out var bytes, out _) && bytes > 0
             ? bytes
-            : throw new HostOptionsException($"--resync-bandwidth: '{text}' is not a size per second (e.g. 256MiB, or 0 for unlimited)");
+            : throw new HostOptionsException($"{option}: '{text}' is not a size per second (e.g. 256MiB, or 0)");
 
     private static Uri ParseJoin(string text)
     {

@@ -149,6 +149,9 @@ internal static class ClusterApi
                 ["copiesCompleted"] = node.Resyncs.CopiesCompleted,
                 ["repairs"] = node.Coordinators.Repairs,
                 ["repairedBytes"] = node.Coordinators.RepairedBytes,
+                ["scrubbedBytes"] = node.Coordinators.ScrubbedBytes,
+                ["scrubErrors"] = node.Coordinators.ScrubErrors,
+                ["scrubPasses"] = node.Coordinators.ScrubPasses,
             };
             return Results.Text(body.ToJsonString(), "application/json");
         });

@@ -33,6 +33,8 @@ internal sealed class CoordinatedDisk : IReplicaObserver
     // When this coordinator first saw each component not active: the repair delay counts from here (conservative
     // after a coordinator change, which restarts the clock).
     private readonly Dictionary<Guid, long> notActiveSince = [];
+    private long scrubCursor;
+    private byte[]? scrubBuffer;
 
     public CoordinatedDisk(CoordinatorManager owner, string virtualDiskId, string name, long epoch)
     {
@@ -373,6 +375,7 @@ internal sealed class CoordinatedDisk : IReplicaObserver
 
                     await RebuildDueAsync(cancellationToken).ConfigureAwait(false);
                     await ResyncReturningAsync(cancellationToken).ConfigureAwait(false);
+                    await ScrubStepAsync(cancellationToken).ConfigureAwait(false);
                 }
                 catch (Exception e) when (e is VolumeException or MetadataUnavailableException or HttpRequestException || (e is OperationCanceledException && !cancellationToken.IsCancellationRequested))
                 {
@@ -679,6 +682,86 @@ internal sealed class CoordinatedDisk : IReplicaObserver
 
             return; // One layout change per round; the copy starts on the next round.
         }
+    }
+
+    /// <summary>
+    /// The scrubber: each second it reads the next piece of every active replica (the scrub rate per second) and
+    /// rewrites a piece that fails its checksum from a replica that reads clean, so latent errors are found before a
+    /// second failure makes them fatal. A full pass restarts from the beginning.
+    /// </summary>
+    private async Task ScrubStepAsync(CancellationToken cancellationToken)
+    {
+        var rate = owner.ScrubBytesPerSecond;
+        var volume = Current();
+        if (rate <= 0 || volume.Members.Count < 2)
+        {
+            return;
+        }
+
+        var layout = volume.Map.Layout;
+        var pieces = layout.DataComponents.Where(c => c.Replica == 0).OrderBy(c => c.Stripe).ThenBy(c => c.StripeOffset).ToList();
+        var total = pieces.Sum(c => c.Length);
+        if (scrubCursor >= total)
+        {
+            scrubCursor = 0;
+            owner.CountScrubPass();
+        }
+
+        var chunk = (int)Math.Min(Math.Min(rate, CopyChunk), total - scrubCursor);
+        var position = scrubCursor;
+        var piece = pieces[0];
+        foreach (var candidate in pieces)
+        {
+            piece = candidate;
+            if (position < candidate.Length)
+            {
+                break;
+            }
+
+            position -= candidate.Length;
+        }
+
+        chunk = (int)Math.Min(chunk, piece.Length - position);
+        scrubBuffer ??= new byte[CopyChunk];
+        var bad = new List<Guid>();
+        foreach (var replica in layout.DataComponents.Where(c => c.Stripe == piece.Stripe && c.StripeOffset == piece.StripeOffset && volume.IsReadable(c.ComponentId)))
+        {
+            try
+            {
+                await volume.Members[replica.ComponentId].ReadAsync(position, scrubBuffer.AsMemory(0, chunk), cancellationToken).ConfigureAwait(false);
+            }
+            catch (VolumeException e) when (e.Error == VolumeError.ChecksumMismatch)
+            {
+                bad.Add(replica.ComponentId);
+            }
+            catch (VolumeException)
+            {
+                // Unreachable or failing: the I/O path and the heartbeats deal with that, not the scrubber.
+            }
+        }
+
+        owner.CountScrubbed(chunk, bad.Count);
+        if (bad.Count > 0 && bad.Count < volume.Members.Count(m => volume.IsReadable(m.Key) && layout.DataComponents.Any(c => c.ComponentId == m.Key && c.Stripe == piece.Stripe && c.StripeOffset == piece.StripeOffset)))
+        {
+            // Block by block, so that only the bad blocks are rewritten (a good block of a bad replica stays as it is).
+            for (var at = 0; at < chunk; at += BlockGeometry.BlockSize)
+            {
+                foreach (var id in bad)
+                {
+                    try
+                    {
+                        await volume.Members[id].ReadAsync(position + at, scrubBuffer.AsMemory(0, BlockGeometry.BlockSize), cancellationToken).ConfigureAwait(false);
+                    }
+                    catch (VolumeException e) when (e.Error == VolumeError.ChecksumMismatch)
+                    {
+                        await volume.CopyAsync(piece.Stripe, piece.StripeOffset + position + at, BlockGeometry.BlockSize, [id], scrubBuffer, cancellationToken).ConfigureAwait(false);
+                        Repaired(id, BlockGeometry.BlockSize);
+                    }
+                }
+            }
+        }
+
+        scrubCursor += chunk;
     }
 
     /// <summary>Keeps a copy at or below the resync bandwidth limit, so client I/O keeps its share.</summary>

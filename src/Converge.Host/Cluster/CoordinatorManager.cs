@@ -28,6 +28,9 @@ internal sealed class CoordinatorManager : INbdExportCatalog, IAsyncDisposable
     private readonly ILogger logger;
     private readonly FailureOptions failureOptions;
     private long repairedBytes;
+    private long scrubbedBytes;
+    private long scrubErrors;
+    private long scrubPasses;
     private long repairs;
     private readonly ConcurrentDictionary<string, CoordinatedDisk> coordinated = new(StringComparer.Ordinal);
     private readonly SemaphoreSlim acquire = new(1, 1);
@@ -87,6 +90,23 @@ internal sealed class CoordinatorManager : INbdExportCatalog, IAsyncDisposable
     public long Repairs => Interlocked.Read(ref repairs);
 
     public long RepairedBytes => Interlocked.Read(ref repairedBytes);
+
+    /// <summary>Scrubber rate per virtual disk, bytes per second (0: off).</summary>
+    public long ScrubBytesPerSecond => failureOptions.ScrubBytesPerSecond;
+
+    public long ScrubbedBytes => Interlocked.Read(ref scrubbedBytes);
+
+    public long ScrubErrors => Interlocked.Read(ref scrubErrors);
+
+    public long ScrubPasses => Interlocked.Read(ref scrubPasses);
+
+    public void CountScrubbed(long bytes, int errors)
+    {
+        Interlocked.Add(ref scrubbedBytes, bytes);
+        Interlocked.Add(ref scrubErrors, errors);
+    }
+
+    public void CountScrubPass() => Interlocked.Increment(ref scrubPasses);
 
     public void CountRepair(long bytes)
     {
@@ -493,4 +513,7 @@ public sealed record FailureOptions
 
     /// <summary>An absent component is rebuilt elsewhere after this long (a degraded one at once).</summary>
     public TimeSpan RepairDelay { get; init; } = TimeSpan.FromMinutes(60);
+
+    /// <summary>The scrubber reads this much of every replica per second, per virtual disk (0: off).</summary>
+    public long ScrubBytesPerSecond { get; init; } = 1L << 20;
 }
