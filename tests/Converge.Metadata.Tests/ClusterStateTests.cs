@@ -85,6 +85,32 @@ public class ClusterStateTests
     }
 
     [Fact]
+    public void Replacing_a_component_keeps_its_shape_starts_it_stale_and_bumps_the_generation()
+    {
+        var four = ClusterState.Empty.Apply(TestData.Bootstrap(4));
+        var (state, created) = four.Apply(TestData.CreateDisk(four, "vm1"));
+        Assert.True(created.Succeeded, created.Error);
+        var disk = state.FindVirtualDiskByName("vm1")!;
+        var old = disk.Layout.DataComponents.First();
+        var spare = disk.Layout.Components.Select(c => c.DiskId).ToHashSet();
+        var free = state.Disks.Values.First(d => !spare.Contains(d.DiskId));
+        var replacement = old with { ComponentId = Guid.NewGuid(), HostId = free.HostId, DiskId = free.DiskId, FaultDomain = free.HostId };
+
+        Refused(state, new ReplaceComponent(Guid.NewGuid(), disk.VirtualDiskId, old.ComponentId, replacement, disk.Generation + 1));
+        Refused(state, new ReplaceComponent(Guid.NewGuid(), disk.VirtualDiskId, old.ComponentId, replacement with { Length = old.Length * 2 }, disk.Generation));
+        Refused(state, new ReplaceComponent(Guid.NewGuid(), disk.VirtualDiskId, Guid.NewGuid(), replacement, disk.Generation));
+        Refused(state, new ReplaceComponent(Guid.NewGuid(), disk.VirtualDiskId, old.ComponentId, replacement with { DiskId = "nope" }, disk.Generation));
+
+        var (next, result) = state.Apply(new ReplaceComponent(Guid.NewGuid(), disk.VirtualDiskId, old.ComponentId, replacement, disk.Generation));
+        Assert.True(result.Succeeded, result.Error);
+        var after = next.VirtualDisks[disk.VirtualDiskId];
+        Assert.Equal(disk.Generation + 1, after.Generation);
+        Assert.DoesNotContain(after.Layout.Components, c => c.ComponentId == old.ComponentId);
+        Assert.Equal(ComponentState.Stale, after.StateOf(replacement.ComponentId));
+        Assert.False(after.ComponentStates.ContainsKey(VirtualDiskRecord.ComponentKey(old.ComponentId)));
+    }
+
+    [Fact]
     public void Component_state_is_compare_and_set_on_the_generation_and_bumps_it()
     {
         var (state, disk) = WithDisk();

@@ -20,7 +20,7 @@ public sealed class RangeLock
         TaskCompletionSource ready;
         lock (gate)
         {
-            if (!Conflicts(holder) && (exclusive || !waiting.Exists(w => w.Holder.Exclusive && w.Holder.Overlaps(holder))))
+            if (!Conflicts(holder) && !waiting.Exists(w => w.Holder.Overlaps(holder) && (w.Holder.Exclusive || exclusive)))
             {
                 held.Add(holder);
                 return new Releaser(this, holder);
@@ -59,14 +59,21 @@ public sealed class RangeLock
         lock (gate)
         {
             held.Remove(holder);
+
+            // In arrival order: a waiter may not overtake an earlier one it conflicts with (copies do not starve).
+            var blocked = new List<Holder>();
             for (var i = 0; i < waiting.Count; i++)
             {
                 var (next, ready) = waiting[i];
-                if (!Conflicts(next))
+                if (!Conflicts(next) && !blocked.Exists(b => b.Overlaps(next) && (b.Exclusive || next.Exclusive)))
                 {
                     held.Add(next);
                     waiting.RemoveAt(i--);
                     ready.TrySetResult();
+                }
+                else
+                {
+                    blocked.Add(next);
                 }
             }
         }
@@ -77,8 +84,14 @@ public sealed class RangeLock
         public void Dispose() => owner.Release((Holder)holder);
     }
 
-    private sealed record Holder(long Start, long End, bool Exclusive)
+    private sealed class Holder(long start, long end, bool exclusive)
     {
+        public long Start { get; } = start;
+
+        public long End { get; } = end;
+
+        public bool Exclusive { get; } = exclusive;
+
         public bool Overlaps(Holder other) => Start < other.End && other.Start < End;
     }
 }
