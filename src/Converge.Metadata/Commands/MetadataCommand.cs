@@ -21,21 +21,27 @@ namespace Converge.Metadata;
 [JsonDerivedType(typeof(AcquireLease), "acquireLease")]
 [JsonDerivedType(typeof(ReleaseLease), "releaseLease")]
 [JsonDerivedType(typeof(SetComponentState), "setComponentState")]
+[JsonDerivedType(typeof(SetVirtualDiskPolicy), "setVirtualDiskPolicy")]
 public abstract record MetadataCommand(Guid CommandId);
 
 /// <summary>Creates the cluster record and its default policy. Accepted once.</summary>
+/// <param name="AdminTokenHash">SHA-256 (hex) of the admin bearer token, see <see cref="ClusterInfo.AdminTokenHash"/>.</param>
 public sealed record InitializeCluster(
-    Guid CommandId, string ClusterId, string Name, DateTimeOffset CreatedAt, StoragePolicy DefaultPolicy, int VoterTarget)
+    Guid CommandId, string ClusterId, string Name, DateTimeOffset CreatedAt, StoragePolicy DefaultPolicy, int VoterTarget,
+    string? AdminTokenHash = null)
     : MetadataCommand(CommandId);
 
 public sealed record RegisterHost(
     Guid CommandId, string HostId, string Name, string? FaultDomain, HostEndpoints Endpoints, bool Voter, DateTimeOffset JoinedAt)
     : MetadataCommand(CommandId);
 
-/// <summary>Changes the given fields of a host; null fields stay as they are.</summary>
+/// <summary>
+/// Changes the given fields of a host; null fields stay as they are. A state other than maintenance clears the
+/// maintenance mode; entering maintenance records <see cref="MaintenanceMode"/> (default ensure-accessibility).
+/// </summary>
 public sealed record UpdateHost(
     Guid CommandId, string HostId, HostState? State = null, HostEndpoints? Endpoints = null, bool? Voter = null,
-    string? FaultDomain = null)
+    string? FaultDomain = null, string? MaintenanceMode = null)
     : MetadataCommand(CommandId);
 
 public sealed record RegisterDisk(Guid CommandId, string DiskId, string HostId, string Path, long CapacityBytes)
@@ -74,4 +80,12 @@ public sealed record ReleaseLease(Guid CommandId, string VirtualDiskId, string H
 /// <summary>Sets one component's state if the virtual disk is still at <see cref="ExpectedGeneration"/>; bumps it.</summary>
 public sealed record SetComponentState(
     Guid CommandId, string VirtualDiskId, Guid ComponentId, ComponentState State, long ExpectedGeneration)
+    : MetadataCommand(CommandId);
+
+/// <summary>
+/// Points a virtual disk at another policy whose layout shape (method, failures to tolerate, stripe width) is the same
+/// as its current one, if the virtual disk is still at <see cref="ExpectedGeneration"/>. The layout does not change, so
+/// the generation is not bumped.
+/// </summary>
+public sealed record SetVirtualDiskPolicy(Guid CommandId, string VirtualDiskId, string PolicyName, long ExpectedGeneration)
     : MetadataCommand(CommandId);
