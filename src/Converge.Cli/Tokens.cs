@@ -5,8 +5,9 @@ namespace Converge.Cli;
 
 /// <summary>
 /// Where the CLI finds the admin token for changes: <c>--token</c>, <c>$CONVERGE_TOKEN</c>, the <c>admin-token</c>
-/// file in the data directory of the host asked when that host runs on this machine (readable only by its owner),
-/// then <c>./.converge/admin-token</c> (written by <c>converge up</c>).
+/// file in the data directory of the host asked when that host runs on this machine (readable only by its owner), or
+/// of another host of its cluster on this machine (the founder keeps it), then <c>./.converge/admin-token</c>
+/// (written by <c>converge up</c>).
 /// </summary>
 internal static class Tokens
 {
@@ -30,10 +31,29 @@ internal static class Tokens
         {
             try
             {
-                var host = await client.GetHostAsync(cancellationToken).ConfigureAwait(false);
-                if (host.DataDirectory is { } dir && TryRead(Path.Combine(dir, FileName)) is { } token)
+                if (await FromDataDirectoryAsync(client, cancellationToken).ConfigureAwait(false) is { } token)
                 {
                     return token;
+                }
+
+                // A cluster on this machine: the founder keeps the token; ask the other local hosts where their data is.
+                if (await client.TryGetClusterAsync(cancellationToken).ConfigureAwait(false) is { } cluster)
+                {
+                    foreach (var other in cluster.Hosts.Where(h => Uri.TryCreate(h.Api, UriKind.Absolute, out var u) && IsLoopback(u) && u != api))
+                    {
+                        using var http = new HttpClient { BaseAddress = new Uri(other.Api), Timeout = TimeSpan.FromSeconds(5) };
+                        try
+                        {
+                            if (await FromDataDirectoryAsync(new ConvergeApiClient(http), cancellationToken).ConfigureAwait(false) is { } found)
+                            {
+                                return found;
+                            }
+                        }
+                        catch (Exception e) when (e is HttpRequestException or ConvergeApiException or TaskCanceledException)
+                        {
+                            // That host does not answer: try the next.
+                        }
+                    }
                 }
             }
             catch (ConvergeApiException)
@@ -43,6 +63,12 @@ internal static class Tokens
         }
 
         return TryRead(Path.Combine(Path.GetFullPath(ClusterCommands.DefaultDataDirectory), FileName));
+    }
+
+    private static async Task<string?> FromDataDirectoryAsync(ConvergeApiClient client, CancellationToken cancellationToken)
+    {
+        var host = await client.GetHostAsync(cancellationToken).ConfigureAwait(false);
+        return host.DataDirectory is { } dir ? TryRead(Path.Combine(dir, FileName)) : null;
     }
 
     public static string? TryRead(string path)
