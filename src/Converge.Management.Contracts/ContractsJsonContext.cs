@@ -35,6 +35,7 @@ namespace Converge.Management.Contracts;
 [JsonSerializable(typeof(IReadOnlyList<EventInfo>))]
 [JsonSerializable(typeof(HealthReport))]
 [JsonSerializable(typeof(ResyncReport))]
+[JsonSerializable(typeof(HostResyncState))]
 [JsonSerializable(typeof(PerfReport))]
 [JsonSerializable(typeof(HostPerfInfo))]
 [JsonSerializable(typeof(IReadOnlyList<ComponentInfo>))]

@@ -447,6 +447,12 @@ public sealed record ResyncReport
     /// <summary>Bytes copied by resyncs since each host started, summed.</summary>
     public long BytesCopied { get; init; }
 
+    /// <summary>Copies finished since each host started, summed.</summary>
+    public long CopiesCompleted { get; init; }
+
+    /// <summary>Bad blocks rewritten from a good replica since each host started, summed.</summary>
+    public long Repairs { get; init; }
+
     public required IReadOnlyList<ResyncInfo> Copies { get; init; }
 
     /// <summary>Hosts that did not answer (their copies are missing from the list).</summary>
@@ -493,4 +499,29 @@ public sealed record HostPerfInfo
 {
     public required string Host { get; init; }
     public required IReadOnlyList<PerfSeries> VirtualDisks { get; init; }
+}
+
+/// <summary><c>GET /internal/v1/resync</c>: the copies one host runs now and what it has copied since it started.</summary>
+public sealed record HostResyncState
+{
+    public IReadOnlyList<HostResyncCopy> Running { get; init; } = [];
+    public long BytesCopied { get; init; }
+    public long CopiesCompleted { get; init; }
+    public long Repairs { get; init; }
+    public long RepairedBytes { get; init; }
+}
+
+/// <summary>One entry of <see cref="HostResyncState.Running"/>.</summary>
+public sealed record HostResyncCopy
+{
+    public required string VirtualDiskId { get; init; }
+    public required string VirtualDiskName { get; init; }
+    public required string ComponentId { get; init; }
+    public required string TargetHostId { get; init; }
+    public required string Kind { get; init; }
+    public long TotalBytes { get; init; }
+    public long DoneBytes { get; init; }
+    public double BytesPerSecond { get; init; }
+    public double? EtaSeconds { get; init; }
+    public DateTimeOffset StartedAt { get; init; }
 }

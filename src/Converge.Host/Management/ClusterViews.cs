@@ -29,19 +29,17 @@ internal sealed class ClusterViews(IoMeters meters, HostInventory inventory, ISe
         VirtualDisks = [.. meters.All.OrderBy(m => m.Name, StringComparer.Ordinal).Select(m => new PerfSeries { Name = m.Name, Samples = m.Samples(seconds) })],
     };
 
-    public ResyncReport LocalResync()
-    {
-        var copies = cluster?.Resyncs.Snapshot() ?? [];
-        var state = cluster?.Registered == true ? cluster.Metadata.Current : null;
-        return Summarize(
-            [.. copies.Select(c => new ResyncInfo
+    /// <summary>This host's copies in the shape <c>/internal/v1/resync</c> (ClusterApi) serves them.</summary>
+    public HostResyncState LocalResyncState() => cluster is null
+        ? new HostResyncState()
+        : new HostResyncState
+        {
+            Running = [.. cluster.Resyncs.Snapshot().Select(c => new HostResyncCopy
             {
                 VirtualDiskId = c.VirtualDiskId,
-                VirtualDisk = c.VirtualDiskName,
+                VirtualDiskName = c.VirtualDiskName,
                 ComponentId = c.ComponentId.ToString("N"),
                 TargetHostId = c.TargetHostId,
-                TargetHost = state?.Hosts.GetValueOrDefault(c.TargetHostId)?.Name,
-                Host = inventory.HostName,
                 Kind = c.Kind.ToString().ToLowerInvariant(),
                 TotalBytes = c.TotalBytes,
                 DoneBytes = c.DoneBytes,
@@ -49,21 +47,53 @@ internal sealed class ClusterViews(IoMeters meters, HostInventory inventory, ISe
                 EtaSeconds = c.EstimatedTimeLeft?.TotalSeconds,
                 StartedAt = c.StartedAt,
             })],
-            cluster?.Resyncs.BytesCopied ?? 0,
-            []);
-    }
+            BytesCopied = cluster.Resyncs.BytesCopied,
+            CopiesCompleted = cluster.Resyncs.CopiesCompleted,
+            Repairs = cluster.Coordinators.Repairs,
+        };
 
-    /// <summary>Merged over every host of the cluster (only this host when standalone).</summary>
+    /// <summary>Merged over every host of the cluster (a standalone host runs no copies).</summary>
     public async Task<ResyncReport> ResyncAsync(CancellationToken cancellationToken)
     {
-        if (cluster is null)
+        List<(HostRecord? Host, HostResyncState? Value)> results = cluster is null
+            ? [(null, LocalResyncState())]
+            : [.. (await FanOutAsync("/internal/v1/resync", ContractsJsonContext.Default.HostResyncState, LocalResyncState(), cancellationToken).ConfigureAwait(false))
+                .Select(r => ((HostRecord?)r.Host, r.Value))];
+        var state = cluster?.Registered == true ? cluster.Metadata.Current : null;
+        var copies = results.Where(r => r.Value is not null)
+            .SelectMany(r => r.Value!.Running.Select(c => new ResyncInfo
+            {
+                VirtualDiskId = c.VirtualDiskId,
+                VirtualDisk = c.VirtualDiskName,
+                ComponentId = c.ComponentId,
+                TargetHostId = c.TargetHostId,
+                TargetHost = state?.Hosts.GetValueOrDefault(c.TargetHostId)?.Name,
+                Host = r.Host?.Name ?? inventory.HostName,
+                Kind = c.Kind,
+                TotalBytes = c.TotalBytes,
+                DoneBytes = c.DoneBytes,
+                BytesPerSecond = c.BytesPerSecond,
+                EtaSeconds = c.EtaSeconds,
+                StartedAt = c.StartedAt,
+            }))
+            .OrderBy(c => c.VirtualDisk, StringComparer.Ordinal).ToList();
+        var total = copies.Sum(c => c.TotalBytes);
+        var done = copies.Sum(c => c.DoneBytes);
+        var rate = copies.Sum(c => c.BytesPerSecond);
+        var remaining = Math.Max(0, total - done);
+        return new ResyncReport
         {
-            return LocalResync();
-        }
-
-        var results = await FanOutAsync("/internal/v1/resync", ContractsJsonContext.Default.ResyncReport, LocalResync(), cancellationToken).ConfigureAwait(false);
-        var copies = results.Where(r => r.Value is not null).SelectMany(r => r.Value!.Copies).OrderBy(c => c.VirtualDisk, StringComparer.Ordinal).ToList();
-        return Summarize(copies, results.Sum(r => r.Value?.BytesCopied ?? 0), [.. results.Where(r => r.Value is null).Select(r => r.Host.Name)]);
+            TotalBytes = total,
+            DoneBytes = done,
+            RemainingBytes = remaining,
+            BytesPerSecond = rate,
+            EtaSeconds = copies.Count == 0 ? 0 : rate > 0 ? remaining / rate : null,
+            BytesCopied = results.Sum(r => r.Value?.BytesCopied ?? 0),
+            CopiesCompleted = results.Sum(r => r.Value?.CopiesCompleted ?? 0),
+            Repairs = results.Sum(r => r.Value?.Repairs ?? 0),
+            Copies = copies,
+            UnreachableHosts = [.. results.Where(r => r.Value is null).Select(r => r.Host!.Name)],
+        };
     }
 
     public async Task<PerfReport> PerfAsync(int seconds, CancellationToken cancellationToken)
@@ -123,25 +153,6 @@ internal sealed class ClusterViews(IoMeters meters, HostInventory inventory, ISe
     }
 
     public void Dispose() => http.Dispose();
-
-    private static ResyncReport Summarize(IReadOnlyList<ResyncInfo> copies, long bytesCopied, IReadOnlyList<string> unreachable)
-    {
-        var total = copies.Sum(c => c.TotalBytes);
-        var done = copies.Sum(c => c.DoneBytes);
-        var rate = copies.Sum(c => c.BytesPerSecond);
-        var remaining = Math.Max(0, total - done);
-        return new ResyncReport
-        {
-            TotalBytes = total,
-            DoneBytes = done,
-            RemainingBytes = remaining,
-            BytesPerSecond = rate,
-            EtaSeconds = copies.Count == 0 ? 0 : rate > 0 ? remaining / rate : null,
-            BytesCopied = bytesCopied,
-            Copies = copies,
-            UnreachableHosts = unreachable,
-        };
-    }
 
     /// <summary>Adds series sample by sample (by time); latency is the request-weighted mean.</summary>
     private static List<PerfSample> Sum(IEnumerable<IReadOnlyList<PerfSample>> series, int seconds)

@@ -76,8 +76,8 @@ internal static class ManagementEndpoints
         api.MapGet("/perf", async (int? seconds, CancellationToken ct) =>
             ManagementApi.Json(await views.PerfAsync(seconds ?? 120, ct).ConfigureAwait(false), ContractsJsonContext.Default.PerfReport));
 
+        // Per-host views the cluster endpoints merge (/internal/v1/resync is ClusterApi's, beside the copies it describes).
         var internalApi = app.MapGroup("/internal/v1").ExcludeFromDescription();
-        internalApi.MapGet("/resync", () => ManagementApi.Json(views.LocalResync(), ContractsJsonContext.Default.ResyncReport));
         internalApi.MapGet("/perf", (int? seconds) => ManagementApi.Json(views.LocalPerf(Math.Clamp(seconds ?? 120, 1, IoMeters.WindowSeconds - 1)), ContractsJsonContext.Default.HostPerfInfo));
 
         if (cluster is null)
