@@ -18,6 +18,9 @@ public sealed class CliTests(ApiClusterFixture fixture, ITestOutputHelper output
         await Cluster[0].Api.PutPolicyAsync("solo", new PolicyInfo { FailuresToTolerate = 0 });
         await Cluster[0].Api.CreateVirtualDiskAsync(new CreateVirtualDiskRequest { Name = "beta", Size = JsonSerializer.SerializeToElement("32MiB"), Policy = "solo" });
 
+        await TestCluster.Eventually(
+            async () => (await Task.WhenAll(Cluster.Hosts.Select(h => h.Api.TryGetVirtualDiskAsync("beta")))).All(v => v is not null),
+            "every host to have applied beta");
         var api = (await Cluster[1].Api.TryGetClusterAsync())!;
         var cli = JsonSerializer.Deserialize(Ok(await Cli(Cluster[2], "status", "--json")).Stdout, ContractsJsonContext.Default.StatusInfo)!;
         var fromCli = cli.Cluster!;

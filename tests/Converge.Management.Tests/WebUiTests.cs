@@ -1,4 +1,3 @@
-using Converge.Management.Contracts;
 using Xunit.Abstractions;
 
 namespace Converge.Management.Tests;

@@ -168,6 +168,16 @@ internal sealed class ClusterViews(IoMeters meters, HostInventory inventory, ISe
             }
         }
 
+        if (byTime.Count == 0)
+        {
+            // Nothing served yet: an idle line of zeros over the window, so charts and clients see every host.
+            var now = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
+            for (var t = now - seconds; t < now; t++)
+            {
+                byTime[t] = default;
+            }
+        }
+
         return [.. byTime.TakeLast(seconds).Select(kv =>
         {
             var (r, w, o, rb, wb, lo) = kv.Value;
