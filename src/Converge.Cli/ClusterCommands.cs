@@ -212,7 +212,7 @@ internal static class ClusterCommands
             }
         }
 
-                var (executable, prefix) = PrepareBinaries(dataDirectory, anyRunning: toStart.Count < entries.Count);
+        var (executable, prefix) = PrepareBinaries(dataDirectory, anyRunning: toStart.Count < entries.Count);
         var started = new Dictionary<string, (int Pid, string Log, long LogOffset)>();
 
         // Cluster mode: a new cluster is founded by h1 alone; the others join it once it is ready.
