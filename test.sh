@@ -4,7 +4,8 @@
 # Exit status: 0 only if nothing failed and every test project ran.
 #
 # Environment: CONVERGE_CRASH_ITERATIONS (crash test loop, default 10), CONVERGE_CRASH_SEED,
-#              CONVERGE_KEEP_TEMP=1 (keep test data dirs), TEST_FILTER (passed to dotnet test --filter).
+#              CONVERGE_KEEP_TEMP=1 (keep test data dirs), TEST_FILTER (passed to dotnet test --filter),
+#              CONVERGE_TEST_ARTIFACTS (where tests save screenshots; default tests/artifacts).
 set -euo pipefail
 cd "$(dirname "$(readlink -f "$0")")"
 export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1 DOTNET_SKIP_FIRST_TIME_EXPERIENCE=1
@@ -16,6 +17,7 @@ command -v nbdinfo >/dev/null 2>&1 || missing+=(libnbd-bin)
 command -v nbdkit >/dev/null 2>&1 || missing+=(nbdkit)
 command -v fio >/dev/null 2>&1 || missing+=(fio)
 { command -v nbdsh >/dev/null 2>&1 && /usr/bin/python3 -c 'import nbd' >/dev/null 2>&1; } || missing+=(python3-libnbd)
+[ -x /usr/bin/chromium ] || missing+=(chromium)  # the web UI tests drive a real headless Chromium
 if ((${#missing[@]})); then
   echo "test.sh: installing ${missing[*]}"
   sudo=""

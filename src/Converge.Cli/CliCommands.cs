@@ -16,10 +16,17 @@ internal static class CliCommands
         Recursive = true,
     };
 
+    internal static readonly Option<string?> TokenOption = new("--token")
+    {
+        Description = "Admin token for changes (default: $CONVERGE_TOKEN, else DIR/admin-token of a host on this machine, else ./.converge/admin-token)",
+        Recursive = true,
+    };
+
     public static RootCommand Build()
     {
         var root = new RootCommand("Converge: hyperconverged block storage. Virtual disks served over NBD.");
         root.Options.Add(ApiOption);
+        root.Options.Add(TokenOption);
         root.Subcommands.Add(HostCommands.Build());
         root.Subcommands.Add(BuildVdisk());
         root.Subcommands.Add(BuildDisk());
@@ -27,6 +34,11 @@ internal static class CliCommands
         root.Subcommands.Add(BuildStatus());
         root.Subcommands.Add(ClusterCommands.BuildUp());
         root.Subcommands.Add(ClusterCommands.BuildDown());
+        foreach (var command in ManagementCommands.Build())
+        {
+            root.Subcommands.Add(command);
+        }
+
         return root;
     }
 
@@ -38,7 +50,7 @@ internal static class CliCommands
         var size = new Option<string>("--size") { Description = "Size, e.g. 10GiB, 512M or a number of bytes (a multiple of 4096)", Required = true };
         var policy = new Option<string?>("--policy") { Description = "Cluster mode: storage policy (default: the cluster's default policy)" };
         var create = new Command("create", "Create a thin-provisioned virtual disk and print its NBD URI") { name, size, policy };
-        SetApiAction(create, async (pr, client, ct) =>
+        SetMutatingAction(create, async (pr, client, ct) =>
         {
             var n = CheckName(pr.GetRequiredValue(name));
             var s = pr.GetRequiredValue(size);
@@ -90,7 +102,7 @@ internal static class CliCommands
         var resizeName = new Argument<string>("name") { Description = "Virtual disk name" };
         var resizeSize = new Option<string>("--size") { Description = "New size (grow only), e.g. 20GiB", Required = true };
         var resize = new Command("resize", "Grow a virtual disk") { resizeName, resizeSize };
-        SetApiAction(resize, async (pr, client, ct) =>
+        SetMutatingAction(resize, async (pr, client, ct) =>
         {
             var n = CheckName(pr.GetRequiredValue(resizeName));
             var s = pr.GetRequiredValue(resizeSize);
@@ -102,7 +114,7 @@ internal static class CliCommands
 
         var deleteName = new Argument<string>("name") { Description = "Virtual disk name" };
         var delete = new Command("delete", "Delete a virtual disk and free its space (open NBD connections to it get errors)") { deleteName };
-        SetApiAction(delete, async (pr, client, ct) =>
+        SetMutatingAction(delete, async (pr, client, ct) =>
         {
             var n = CheckName(pr.GetRequiredValue(deleteName));
             await client.DeleteVirtualDiskAsync(n, ct).ConfigureAwait(false);
@@ -115,6 +127,11 @@ internal static class CliCommands
         vdisk.Subcommands.Add(show);
         vdisk.Subcommands.Add(resize);
         vdisk.Subcommands.Add(delete);
+        foreach (var command in ManagementCommands.VdiskSubcommands())
+        {
+            vdisk.Subcommands.Add(command);
+        }
+
         return vdisk;
     }
 
@@ -142,7 +159,7 @@ internal static class CliCommands
         var path = new Argument<string>("path") { Description = "Disk file; relative paths are resolved against the current directory" };
         var size = new Option<string?>("--size") { Description = "Format a new disk of this size; without it an existing disk is adopted" };
         var add = new Command("add", "Add a disk to the host: format a new file or adopt an existing disk") { path, size };
-        SetApiAction(add, async (pr, client, ct) =>
+        SetMutatingAction(add, async (pr, client, ct) =>
         {
             var s = pr.GetValue(size);
             if (s is not null)
@@ -203,7 +220,7 @@ internal static class CliCommands
         var iops = new Option<int>("--iops-limit") { Description = "IOPS limit per virtual disk (0 = unlimited)", DefaultValueFactory = _ => 0 };
         var method = new Option<string>("--method") { Description = "raid1 (mirroring), raid5 or raid6", DefaultValueFactory = _ => "raid1" };
         var create = new Command("create", "Create or replace a policy") { name, ftt, stripe, reservation, noChecksum, iops, method };
-        SetApiAction(create, async (pr, client, ct) =>
+        SetMutatingAction(create, async (pr, client, ct) =>
         {
             var n = CheckName(pr.GetRequiredValue(name), "policy");
             var info = await client.PutPolicyAsync(n, new PolicyInfo
@@ -239,7 +256,7 @@ internal static class CliCommands
 
         var deleteName = new Argument<string>("name") { Description = "Policy name" };
         var delete = new Command("delete", "Delete a policy no virtual disk uses") { deleteName };
-        SetApiAction(delete, async (pr, client, ct) =>
+        SetMutatingAction(delete, async (pr, client, ct) =>
         {
             var n = CheckName(pr.GetRequiredValue(deleteName), "policy");
             await client.DeletePolicyAsync(n, ct).ConfigureAwait(false);
@@ -250,6 +267,11 @@ internal static class CliCommands
         policy.Subcommands.Add(create);
         policy.Subcommands.Add(list);
         policy.Subcommands.Add(delete);
+        foreach (var command in ManagementCommands.PolicySubcommands())
+        {
+            policy.Subcommands.Add(command);
+        }
+
         return policy;
     }
 
@@ -275,17 +297,30 @@ internal static class CliCommands
         return list;
     }
 
-    private static Option<bool> JsonOption() => new("--json") { Description = "Print JSON (the API's DTOs) instead of tables" };
+    internal static Option<bool> JsonOption() => new("--json") { Description = "Print JSON (the API's DTOs) instead of tables" };
 
     /// <summary>Runs <paramref name="body"/> against the API chosen by <c>--api</c>, mapping failures to exit codes.</summary>
-    private static void SetApiAction(Command command, Func<ParseResult, ConvergeApiClient, CancellationToken, Task<int>> body) =>
+    internal static void SetApiAction(Command command, Func<ParseResult, ConvergeApiClient, CancellationToken, Task<int>> body) =>
+        SetApiAction(command, body, mutating: false);
+
+    /// <summary>Like <see cref="SetApiAction(Command, Func{ParseResult, ConvergeApiClient, CancellationToken, Task{int}})"/>, with the admin token.</summary>
+    internal static void SetMutatingAction(Command command, Func<ParseResult, ConvergeApiClient, CancellationToken, Task<int>> body) =>
+        SetApiAction(command, body, mutating: true);
+
+    private static void SetApiAction(Command command, Func<ParseResult, ConvergeApiClient, CancellationToken, Task<int>> body, bool mutating) =>
         command.SetAction((pr, ct) => Guarded.RunAsync(async () =>
         {
             var api = ResolveApi(pr.GetValue(ApiOption));
             using var http = NewHttpClient(api);
             try
             {
-                return await body(pr, new ConvergeApiClient(http), ct).ConfigureAwait(false);
+                var client = new ConvergeApiClient(http);
+                if (mutating)
+                {
+                    client.Token = await Tokens.ResolveAsync(pr.GetValue(TokenOption), api, client, ct).ConfigureAwait(false);
+                }
+
+                return await body(pr, client, ct).ConfigureAwait(false);
             }
             catch (HttpRequestException e)
             {

@@ -191,6 +191,27 @@ internal static class ClusterCommands
             }
         }
 
+        // The admin token: made once, shown once, kept (0600) in DIR/admin-token and in every host's data directory, where
+        // the founder (or a standalone host) adopts it and the CLI on this machine finds it.
+        var tokenPath = Path.Combine(dataDirectory, Tokens.FileName);
+        var token = Tokens.TryRead(tokenPath);
+        string? newToken = null;
+        if (token is null)
+        {
+            token = newToken = Host.Management.AdminToken.Create();
+            Host.Management.AdminToken.WritePrivate(tokenPath, token + "\n");
+        }
+
+        foreach (var entry in toStart)
+        {
+            Directory.CreateDirectory(entry.Data);
+            var hostToken = Path.Combine(entry.Data, Tokens.FileName);
+            if (!File.Exists(hostToken))
+            {
+                Host.Management.AdminToken.WritePrivate(hostToken, token + "\n");
+            }
+        }
+
         var (executable, prefix) = PrepareBinaries(dataDirectory, anyRunning: toStart.Count < entries.Count);
         var started = new Dictionary<string, (int Pid, string Log, long LogOffset)>();
 
@@ -259,7 +280,7 @@ internal static class ClusterCommands
         var first = entries[0];
         using (var http = CliCommands.NewHttpClient(new Uri(first.Api)))
         {
-            var client = new ConvergeApiClient(http);
+            var client = new ConvergeApiClient(http, Tokens.TryRead(Path.Combine(first.Data, Tokens.FileName)) ?? token);
             if (await client.TryGetVirtualDiskAsync(DemoName, cancellationToken).ConfigureAwait(false) is null)
             {
                 var request = CreateVirtualDiskRequest.Create(DemoName, demoSize);
@@ -275,6 +296,13 @@ internal static class ClusterCommands
                     ? $"created virtual disk '{DemoName}' ({ByteSize.Format(demoSize)}) on {first.Name}"
                     : $"created virtual disk '{DemoName}' ({ByteSize.Format(demoSize)}, policy {created.Policy}) across {string.Join(", ", (created.Layout ?? []).Select(c => c.HostName).Distinct())}");
             }
+        }
+
+        if (newToken is not null)
+        {
+            Output.Line(string.Empty);
+            Output.Line($"admin token (shown once; kept in {tokenPath}, mode 0600, where the CLI finds it):");
+            Output.Line("  " + newToken);
         }
 
         Output.Line(string.Empty);
@@ -328,6 +356,8 @@ internal static class ClusterCommands
         {
             Output.Line($"  {e.Name}: pid {e.Pid}, API {e.Api}, NBD {e.Nbd}, log {Path.Combine(e.Data, "host.log")}");
         }
+
+        Output.Line($"Web UI: {entries[0].Api}/   (every host serves it; Prometheus metrics at /metrics, API described at /openapi/v1.json)");
 
         VirtualDiskInfo? demo = null;
         using (var http = CliCommands.NewHttpClient(new Uri(entries[0].Api)))

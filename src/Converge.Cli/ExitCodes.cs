@@ -13,6 +13,12 @@ internal static class ExitCodes
 
     /// <summary>The host API could not be reached.</summary>
     public const int Unreachable = 3;
+
+    /// <summary><c>converge health</c>: the worst check is a warning.</summary>
+    public const int HealthWarning = 4;
+
+    /// <summary><c>converge health</c>: at least one check is an error.</summary>
+    public const int HealthError = 5;
 }
 
 /// <summary>A usage error found while running a command (exit code 2).</summary>

@@ -108,6 +108,11 @@ internal static class HostCommands
         var host = new Command("host", "The host daemon, and the hosts of a cluster");
         host.Subcommands.Add(run);
         host.Subcommands.Add(CliCommands.BuildHostList());
+        foreach (var command in ManagementCommands.HostSubcommands())
+        {
+            host.Subcommands.Add(command);
+        }
+
         return host;
     }
 

@@ -128,7 +128,7 @@ internal static class Output
             table.AddRow(
                 Esc(h.Name),
                 (h.Voter ? "voter" : "client") + (h.Leader ? " [bold](leader)[/]" : string.Empty),
-                Esc(h.State),
+                Esc(h.State) + (h.MaintenanceMode is null ? string.Empty : $" ({Esc(h.MaintenanceMode)})"),
                 h.Reachable ? "[green]yes[/]" : "[red]no[/]",
                 Esc(h.FaultDomain ?? "-"),
                 h.DiskCount.ToString(CultureInfo.InvariantCulture),
@@ -168,7 +168,8 @@ internal static class Output
         grid.AddRow("cluster", $"[bold]{Esc(cluster.Name)}[/] ({Esc(cluster.ClusterId)})");
         grid.AddRow("hosts", $"{cluster.Hosts.Count(h => h.Reachable)} of {cluster.Hosts.Count} reachable; metadata leader {Esc(cluster.Leader ?? "unknown")}");
         grid.AddRow("asked", $"{Esc(host.Name)} at {Esc(host.ApiEndpoint)}");
-        grid.AddRow("capacity", $"{Bar(used, capacity)} used of {ByteSize.Format(capacity)} on {cluster.Disks.Count} disk(s)");
+        grid.AddRow("capacity", $"{Bar(used, capacity)} used of {ByteSize.Format(capacity)} on {cluster.Disks.Count} disk(s); " +
+                                $"{ByteSize.Format(cluster.ProvisionedBytes)} provisioned, {ByteSize.Format(cluster.FreeBytes)} free");
         grid.AddRow("default policy", Esc(cluster.DefaultPolicy));
         AnsiConsole.Write(new Panel(grid).Header("Converge cluster").Border(BoxBorder.Rounded));
         Hosts(cluster.Hosts);
@@ -244,6 +245,107 @@ internal static class Output
         Disks(status.Disks);
         VirtualDisks(status.VirtualDisks);
     }
+
+    public static void Layout(IReadOnlyList<ComponentInfo> layout)
+    {
+        var table = new Table().Border(TableBorder.Rounded)
+            .AddColumns("COMPONENT", "ROLE", "REPLICA", "STRIPE", "LENGTH", "HOST", "FAULT DOMAIN", "DISK", "VOTES", "STATE");
+        foreach (var c in layout)
+        {
+            var data = c.Role == "data";
+            table.AddRow(
+                Esc(c.Id),
+                Esc(c.Role),
+                data ? c.Replica.ToString(CultureInfo.InvariantCulture) : "-",
+                data ? c.Stripe.ToString(CultureInfo.InvariantCulture) : "-",
+                data ? ByteSize.Format(c.Length) : "-",
+                Esc(c.HostName),
+                Esc(c.FaultDomain),
+                Esc(c.DiskId),
+                c.Votes.ToString(CultureInfo.InvariantCulture),
+                c.State == "active" ? "[green]active[/]" : $"[red]{Esc(c.State)}[/]");
+        }
+
+        AnsiConsole.Write(table);
+    }
+
+    public static void Health(HealthReport report)
+    {
+        var table = new Table().Border(TableBorder.Rounded).AddColumns("CHECK", "STATUS", "FINDING", "REMEDY");
+        foreach (var c in report.Checks)
+        {
+            table.AddRow(Esc(c.Title), StatusMarkup(c.Status), Esc(c.Message), Esc(c.Remedy));
+        }
+
+        AnsiConsole.Write(table);
+        AnsiConsole.MarkupLine($"overall: {StatusMarkup(report.Status)} (checked by {Esc(report.Host)} at {report.CheckedAt.ToString("u", CultureInfo.InvariantCulture)})");
+    }
+
+    public static void Events(IReadOnlyList<EventInfo> events, bool header)
+    {
+        if (events.Count == 0 && header)
+        {
+            Line("no events yet");
+            return;
+        }
+
+        foreach (var e in events)
+        {
+            AnsiConsole.MarkupLine(
+                $"{e.Time.ToString("yyyy-MM-dd HH:mm:ss", CultureInfo.InvariantCulture)} {StatusMarkup(e.Severity == "info" ? "info" : e.Severity),-7} " +
+                $"[grey]{Esc(e.Kind)}[/] {Esc(e.Message)}");
+        }
+    }
+
+    public static void Resync(ResyncReport report)
+    {
+        if (report.Copies.Count == 0)
+        {
+            Line("no resync, rebuild or repair is running" +
+                 (report.UnreachableHosts.Count > 0 ? $" (hosts that did not answer: {string.Join(", ", report.UnreachableHosts)})" : string.Empty));
+            return;
+        }
+
+        var table = new Table().Border(TableBorder.Rounded).AddColumns("VIRTUAL DISK", "KIND", "TARGET", "RUN BY", "PROGRESS", "RATE", "ETA");
+        foreach (var c in report.Copies)
+        {
+            table.AddRow(
+                Esc(c.VirtualDisk),
+                Esc(c.Kind),
+                Esc(c.TargetHost ?? c.TargetHostId),
+                Esc(c.Host ?? "-"),
+                Bar(c.DoneBytes, c.TotalBytes),
+                ByteSize.Format((long)c.BytesPerSecond) + "/s",
+                c.EtaSeconds is { } eta ? TimeSpan.FromSeconds(Math.Round(eta)).ToString("c", CultureInfo.InvariantCulture) : "-");
+        }
+
+        AnsiConsole.Write(table);
+        Line($"{ByteSize.Format(report.RemainingBytes)} left of {ByteSize.Format(report.TotalBytes)}");
+    }
+
+    public static void Compliance(IReadOnlyList<ComplianceInfo> list)
+    {
+        var table = new Table().Border(TableBorder.Rounded).AddColumns("VIRTUAL DISK", "POLICY", "STATE", "COMPONENTS ACTIVE", "COMPLIANCE");
+        foreach (var c in list)
+        {
+            table.AddRow(
+                Esc(c.VirtualDisk),
+                Esc(c.Policy),
+                c.State == VirtualDiskStates.Online ? "[green]online[/]" : $"[red]{Esc(c.State)}[/]",
+                $"{c.ActiveComponents.ToString(CultureInfo.InvariantCulture)}/{c.Components.ToString(CultureInfo.InvariantCulture)}",
+                c.Compliance == "compliant" ? "[green]compliant[/]" : $"[red]{Esc(c.Compliance)}[/] [grey]({Esc(c.Detail ?? string.Empty)})[/]");
+        }
+
+        AnsiConsole.Write(table);
+    }
+
+    private static string StatusMarkup(string status) => status switch
+    {
+        "ok" => "[green]ok[/]",
+        "info" => "[blue]info[/]",
+        "warning" => "[yellow]warning[/]",
+        _ => $"[red]{Esc(status)}[/]",
+    };
 
     private static string Bar(long used, long capacity)
     {

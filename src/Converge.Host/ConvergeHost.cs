@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Reflection;
 using Converge.Coordinator.Peer;
 using Converge.Host.Cluster;
+using Converge.Host.Management;
 using Converge.Nbd;
 using Microsoft.AspNetCore.Connections;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
@@ -52,16 +53,28 @@ public static class ConvergeHost
         builder.Services.AddSingleton(options);
         builder.Services.AddSingleton(options.Time);
         builder.Services.AddSingleton<HostInventory>();
+        builder.Services.AddSingleton(sp => new IoMeters(Prometheus.Metrics.DefaultRegistry, options.Time));
         if (options.IsCluster)
         {
             builder.Services.AddSingleton<ClusterNode>();
-            builder.Services.AddSingleton<INbdExportCatalog>(sp => sp.GetRequiredService<ClusterNode>());
+            builder.Services.AddSingleton<INbdExportCatalog>(sp => new MeteredExportCatalog(sp.GetRequiredService<ClusterNode>(), sp.GetRequiredService<IoMeters>()));
             builder.Services.AddSingleton<IPeerRequestHandler>(sp => sp.GetRequiredService<ClusterNode>());
         }
         else
         {
-            builder.Services.AddSingleton<INbdExportCatalog>(sp => sp.GetRequiredService<HostInventory>());
+            builder.Services.AddSingleton<INbdExportCatalog>(sp => new MeteredExportCatalog(sp.GetRequiredService<HostInventory>(), sp.GetRequiredService<IoMeters>()));
         }
+
+        builder.Services.AddSingleton<AdminTokenVerifier>();
+        builder.Services.AddSingleton<ClusterViews>();
+        builder.Services.AddSingleton<HealthChecks>();
+        builder.Services.AddSingleton(sp => new HostMetrics(Prometheus.Metrics.DefaultRegistry, sp.GetRequiredService<HostInventory>(), sp));
+        builder.Services.AddOpenApi(o => o.AddDocumentTransformer((document, _, _) =>
+        {
+            document.Info.Title = "Converge management API";
+            document.Info.Description = "Mutating calls (POST, PUT, PATCH, DELETE) need 'Authorization: Bearer TOKEN'; errors are RFC 7807 problem details.";
+            return Task.CompletedTask;
+        }));
 
         builder.Services.AddSingleton(new NbdServerOptions { Time = options.Time });
         builder.Services.AddSingleton<HostRuntime>();
@@ -94,6 +107,13 @@ public static class ConvergeHost
 
                 inventory = app.Services.GetRequiredService<HostInventory>();
                 await inventory.OpenAsync(cancellationToken).ConfigureAwait(false);
+                _ = app.Services.GetRequiredService<HostMetrics>();
+                if (cluster is null)
+                {
+                    // A standalone host makes its admin token at its first start (DIR/admin-token, 0600).
+                    _ = app.Services.GetRequiredService<AdminTokenVerifier>();
+                    ManagementLog.StandaloneTokenWritten(logger, Path.Combine(dataDirectory, AdminToken.FileName));
+                }
                 if (cluster is not null)
                 {
                     await cluster.StartMetadataAsync(cancellationToken).ConfigureAwait(false);

@@ -2,6 +2,7 @@ using System.Text.Json;
 using System.Text.Json.Serialization.Metadata;
 using Converge.Common;
 using Converge.Host.Cluster;
+using Converge.Host.Management;
 using Converge.Management.Contracts;
 using Converge.Metadata;
 
@@ -33,13 +34,14 @@ internal static class ManagementApi
             }
         });
 
+        ManagementEndpoints.UseAdminToken(app);
         var api = app.MapGroup("/api/v1");
         var cluster = app.Services.GetService<ClusterNode>();
         api.MapGet("/health", (HostRuntime runtime) => runtime.Ready && (cluster is null || cluster.Registered)
             ? Json(new HealthInfo { Status = "ready" }, ContractsJsonContext.Default.HealthInfo)
             : Json(new HealthInfo { Status = "starting" }, ContractsJsonContext.Default.HealthInfo, StatusCodes.Status503ServiceUnavailable));
 
-        api.MapGet("/host", (HostInventory inventory, HostRuntime runtime) => Json(
+        api.MapGet("/host", (HostInventory inventory, HostRuntime runtime, HostOptions options) => Json(
             new HostInfo
             {
                 Id = inventory.HostId.ToString(),
@@ -50,6 +52,7 @@ internal static class ManagementApi
                 StartedAt = runtime.StartedAt,
                 DiskCount = inventory.DiskCount,
                 VirtualDiskCount = cluster is null ? inventory.VirtualDiskCount : cluster.Metadata.Current.VirtualDisks.Count,
+                DataDirectory = Path.GetFullPath(options.DataDirectory),
             },
             ContractsJsonContext.Default.HostInfo));
 
@@ -73,10 +76,19 @@ internal static class ManagementApi
             MapStandaloneVirtualDisks(api);
         }
 
+        ManagementEndpoints.Map(app, api);
+        app.MapOpenApi("/openapi/{documentName}.json");
+        app.MapGet("/metrics", async (HttpContext context) =>
+        {
+            context.Response.ContentType = "text/plain; version=0.0.4; charset=utf-8";
+            await Prometheus.Metrics.DefaultRegistry.CollectAndExportAsTextAsync(context.Response.Body, context.RequestAborted).ConfigureAwait(false);
+        }).ExcludeFromDescription();
+        WebUi.Map(app);
+
         app.MapFallback((HttpContext context) => Problem(
             StatusCodes.Status404NotFound,
             "Not found",
-            $"there is no endpoint {context.Request.Method} {context.Request.Path}; the API is under /api/v1 (health, host, disks, vdisks{(cluster is null ? string.Empty : ", policies, hosts, cluster")})"));
+            $"there is no endpoint {context.Request.Method} {context.Request.Path}; the API is under /api/v1 (health, host, disks, vdisks{(cluster is null ? string.Empty : ", policies, hosts, cluster, events")}, health/checks, resync, perf), described by /openapi/v1.json; the web UI is at /")).ExcludeFromDescription();
     }
 
     private static void MapStandaloneVirtualDisks(RouteGroupBuilder api)
@@ -165,7 +177,7 @@ internal static class ManagementApi
         }
     }
 
-    private static IResult Problem(int status, string title, string detail) => Results.Json(
+    internal static IResult Problem(int status, string title, string detail) => Results.Json(
         new ProblemInfo
         {
             Type = status switch
@@ -173,6 +185,7 @@ internal static class ManagementApi
                 400 => "https://tools.ietf.org/html/rfc9110#section-15.5.1",
                 404 => "https://tools.ietf.org/html/rfc9110#section-15.5.5",
                 409 => "https://tools.ietf.org/html/rfc9110#section-15.5.10",
+                401 => "https://tools.ietf.org/html/rfc9110#section-15.5.2",
                 507 => "https://tools.ietf.org/html/rfc4918#section-11.5",
                 503 => "https://tools.ietf.org/html/rfc9110#section-15.6.4",
                 _ => "https://tools.ietf.org/html/rfc9110#section-15.6.1",

@@ -15,10 +15,22 @@ public sealed class ConvergeApiClient
 {
     private readonly HttpClient http;
 
-    public ConvergeApiClient(HttpClient http)
+    public ConvergeApiClient(HttpClient http, string? token = null)
     {
         ArgumentNullException.ThrowIfNull(http);
         this.http = http;
+        Token = token;
+    }
+
+    /// <summary>The admin bearer token sent with every request (mutating calls need it); null sends none.</summary>
+    public string? Token { get; set; }
+
+    /// <summary>Sends a request with the token attached (for callers that need the raw response).</summary>
+    public Task<HttpResponseMessage> SendRawAsync(HttpRequestMessage request, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(request);
+        Authorize(request);
+        return http.SendAsync(request, cancellationToken);
     }
 
     public Task<HealthInfo> GetHealthAsync(CancellationToken cancellationToken = default) =>
@@ -83,6 +95,7 @@ public sealed class ConvergeApiClient
     public async Task DeleteVirtualDiskAsync(string name, CancellationToken cancellationToken = default)
     {
         using var request = new HttpRequestMessage(HttpMethod.Delete, VirtualDiskPath(name));
+        Authorize(request);
         using var response = await http.SendAsync(request, cancellationToken).ConfigureAwait(false);
         await ThrowIfErrorAsync(request, response, cancellationToken).ConfigureAwait(false);
     }
@@ -121,6 +134,7 @@ public sealed class ConvergeApiClient
     public async Task DeletePolicyAsync(string name, CancellationToken cancellationToken = default)
     {
         using var request = new HttpRequestMessage(HttpMethod.Delete, PolicyPath(name));
+        Authorize(request);
         using var response = await http.SendAsync(request, cancellationToken).ConfigureAwait(false);
         await ThrowIfErrorAsync(request, response, cancellationToken).ConfigureAwait(false);
     }
@@ -128,6 +142,74 @@ public sealed class ConvergeApiClient
     /// <summary>Internal endpoint (cluster mode): SHA-256 of a component this host stores.</summary>
     public Task<ComponentDigestInfo> GetComponentDigestAsync(string componentId, CancellationToken cancellationToken = default) =>
         GetAsync("/internal/v1/components/" + Uri.EscapeDataString(componentId) + "/digest", ContractsJsonContext.Default.ComponentDigestInfo, cancellationToken);
+
+    /// <summary>Points a virtual disk at another policy with the same layout shape (409 when a re-layout would be needed).</summary>
+    public Task<VirtualDiskInfo> SetVirtualDiskPolicyAsync(string name, string policy, CancellationToken cancellationToken = default) =>
+        SendAsync(
+            HttpMethod.Put,
+            VirtualDiskPath(name) + "/policy",
+            JsonContent.Create(new SetPolicyRequest { Policy = policy }, ContractsJsonContext.Default.SetPolicyRequest),
+            ContractsJsonContext.Default.VirtualDiskInfo,
+            cancellationToken);
+
+    public Task<IReadOnlyList<ComponentInfo>> GetLayoutAsync(string name, CancellationToken cancellationToken = default) =>
+        GetAsync(VirtualDiskPath(name) + "/layout", ContractsJsonContext.Default.IReadOnlyListComponentInfo, cancellationToken);
+
+    public Task<IReadOnlyList<ComplianceInfo>> GetComplianceAsync(CancellationToken cancellationToken = default) =>
+        GetAsync("/api/v1/compliance", ContractsJsonContext.Default.IReadOnlyListComplianceInfo, cancellationToken);
+
+    public Task<IReadOnlyList<FaultDomainInfo>> ListFaultDomainsAsync(CancellationToken cancellationToken = default) =>
+        GetAsync("/api/v1/fault-domains", ContractsJsonContext.Default.IReadOnlyListFaultDomainInfo, cancellationToken);
+
+    public Task<ClusterHostInfo> EnterMaintenanceAsync(string host, string? mode, CancellationToken cancellationToken = default) =>
+        SendAsync(
+            HttpMethod.Post,
+            HostPath(host) + "/maintenance",
+            JsonContent.Create(new MaintenanceRequest { Mode = mode }, ContractsJsonContext.Default.MaintenanceRequest),
+            ContractsJsonContext.Default.ClusterHostInfo,
+            cancellationToken);
+
+    public Task<ClusterHostInfo> ExitMaintenanceAsync(string host, CancellationToken cancellationToken = default) =>
+        SendAsync(HttpMethod.Delete, HostPath(host) + "/maintenance", content: null, ContractsJsonContext.Default.ClusterHostInfo, cancellationToken);
+
+    public Task<ClusterHostInfo> GetClusterHostAsync(string host, CancellationToken cancellationToken = default) =>
+        GetAsync(HostPath(host), ContractsJsonContext.Default.ClusterHostInfo, cancellationToken);
+
+    /// <summary>Events, newest last; <paramref name="after"/> returns only those with a larger sequence.</summary>
+    public Task<IReadOnlyList<EventInfo>> ListEventsAsync(long? after = null, int? limit = null, CancellationToken cancellationToken = default)
+    {
+        var query = new List<string>();
+        if (after is { } a)
+        {
+            query.Add("after=" + a.ToString(System.Globalization.CultureInfo.InvariantCulture));
+        }
+
+        if (limit is { } l)
+        {
+            query.Add("limit=" + l.ToString(System.Globalization.CultureInfo.InvariantCulture));
+        }
+
+        return GetAsync("/api/v1/events" + (query.Count == 0 ? string.Empty : "?" + string.Join('&', query)), ContractsJsonContext.Default.IReadOnlyListEventInfo, cancellationToken);
+    }
+
+    public Task<HealthReport> GetHealthChecksAsync(CancellationToken cancellationToken = default) =>
+        GetAsync("/api/v1/health/checks", ContractsJsonContext.Default.HealthReport, cancellationToken);
+
+    public Task<ResyncReport> GetResyncAsync(CancellationToken cancellationToken = default) =>
+        GetAsync("/api/v1/resync", ContractsJsonContext.Default.ResyncReport, cancellationToken);
+
+    public Task<PerfReport> GetPerfAsync(int seconds = 120, CancellationToken cancellationToken = default) =>
+        GetAsync("/api/v1/perf?seconds=" + seconds.ToString(System.Globalization.CultureInfo.InvariantCulture), ContractsJsonContext.Default.PerfReport, cancellationToken);
+
+    private static string HostPath(string name) => "/api/v1/hosts/" + Uri.EscapeDataString(name);
+
+    private void Authorize(HttpRequestMessage request)
+    {
+        if (!string.IsNullOrEmpty(Token))
+        {
+            request.Headers.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Bearer", Token);
+        }
+    }
 
     private static string PolicyPath(string name) => "/api/v1/policies/" + Uri.EscapeDataString(name);
 
@@ -140,6 +222,7 @@ public sealed class ConvergeApiClient
         HttpMethod method, string path, HttpContent? content, JsonTypeInfo<T> typeInfo, CancellationToken cancellationToken)
     {
         using var request = new HttpRequestMessage(method, path) { Content = content };
+        Authorize(request);
         using var response = await http.SendAsync(request, cancellationToken).ConfigureAwait(false);
         await ThrowIfErrorAsync(request, response, cancellationToken).ConfigureAwait(false);
         try

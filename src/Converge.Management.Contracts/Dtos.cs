@@ -24,6 +24,12 @@ public sealed record HostInfo
     public required DateTimeOffset StartedAt { get; init; }
     public required int DiskCount { get; init; }
     public required int VirtualDiskCount { get; init; }
+
+    /// <summary>
+    /// Absolute data directory of the host. A CLI on the same machine reads the admin token from
+    /// <c>DIR/admin-token</c> when it may (mode 0600: the same user).
+    /// </summary>
+    public string? DataDirectory { get; init; }
 }
 
 /// <summary>Values of <see cref="DiskInfo.State"/>.</summary>
@@ -167,6 +173,12 @@ public sealed record ClusterHostInfo
     public bool Reachable { get; init; }
 
     public int DiskCount { get; init; }
+
+    /// <summary>While in maintenance: <c>ensure-accessibility</c>, <c>full-data-migration</c> or <c>no-data-migration</c>.</summary>
+    public string? MaintenanceMode { get; init; }
+
+    /// <summary>Components of virtual disks placed on this host's disks.</summary>
+    public int ComponentCount { get; init; }
 }
 
 /// <summary>One disk of a cluster with its usage as its host reports it.</summary>
@@ -183,6 +195,11 @@ public sealed record ClusterDiskInfo
 
     /// <summary>False when the host did not report usage (the numbers are then 0 except capacity).</summary>
     public bool Reachable { get; init; }
+
+    /// <summary>Bytes promised to components placed on this disk (their full lengths; thin, so not yet used).</summary>
+    public long ProvisionedBytes { get; init; }
+
+    public int ComponentCount { get; init; }
 }
 
 /// <summary><c>GET /api/v1/cluster</c> (cluster mode only; 404 on a standalone host).</summary>
@@ -198,6 +215,12 @@ public sealed record ClusterStatusInfo
     public required IReadOnlyList<ClusterDiskInfo> Disks { get; init; }
     public required IReadOnlyList<VirtualDiskInfo> VirtualDisks { get; init; }
     public required IReadOnlyList<PolicyInfo> Policies { get; init; }
+
+    /// <summary>Sum over every disk of the cluster (free and used only over disks whose host answered).</summary>
+    public long CapacityBytes { get; init; }
+    public long UsedBytes { get; init; }
+    public long ProvisionedBytes { get; init; }
+    public long FreeBytes { get; init; }
 }
 
 /// <summary><c>POST /api/v1/cluster/join</c>: a new host asks to join (sent by <c>converge host run --join</c>).</summary>
@@ -302,4 +325,203 @@ public sealed record ClusterHostEntry
 
     /// <summary>Absolute data directory of the host.</summary>
     public required string Data { get; init; }
+}
+
+/// <summary><c>POST /api/v1/hosts/{name}/maintenance</c>.</summary>
+public sealed record MaintenanceRequest
+{
+    /// <summary><c>ensure-accessibility</c> (default), <c>full-data-migration</c> or <c>no-data-migration</c>.</summary>
+    public string? Mode { get; init; }
+}
+
+/// <summary><c>PUT /api/v1/vdisks/{name}/policy</c>.</summary>
+public sealed record SetPolicyRequest
+{
+    public required string Policy { get; init; }
+}
+
+/// <summary><c>GET /api/v1/fault-domains</c>: hosts grouped by fault domain (a host without one is its own).</summary>
+public sealed record FaultDomainInfo
+{
+    public required string Name { get; init; }
+    public required IReadOnlyList<string> Hosts { get; init; }
+
+    /// <summary>False when the domain was derived from a host with no explicit fault domain.</summary>
+    public bool Explicit { get; init; }
+}
+
+/// <summary><c>GET /api/v1/compliance</c>: one line per virtual disk.</summary>
+public sealed record ComplianceInfo
+{
+    public required string VirtualDisk { get; init; }
+    public required string Policy { get; init; }
+
+    /// <summary><c>compliant</c> or <c>noncompliant</c>.</summary>
+    public required string Compliance { get; init; }
+
+    public string? Detail { get; init; }
+
+    /// <summary><c>online</c> or <c>unavailable</c>.</summary>
+    public required string State { get; init; }
+
+    public int ActiveComponents { get; init; }
+    public int Components { get; init; }
+}
+
+/// <summary>One event derived from a metadata change (<c>GET /api/v1/events</c>).</summary>
+public sealed record EventInfo
+{
+    /// <summary>Increases by one per event on the answering host (since it started).</summary>
+    public long Sequence { get; init; }
+
+    public DateTimeOffset Time { get; init; }
+
+    /// <summary><c>info</c>, <c>warning</c> or <c>error</c>.</summary>
+    public required string Severity { get; init; }
+
+    /// <summary>e.g. <c>vdisk.created</c>, <c>component.state</c>, <c>host.maintenance</c>.</summary>
+    public required string Kind { get; init; }
+
+    public required string Message { get; init; }
+    public string? VirtualDisk { get; init; }
+    public string? Host { get; init; }
+}
+
+/// <summary>One check of <c>GET /api/v1/health/checks</c>.</summary>
+public sealed record HealthCheckInfo
+{
+    /// <summary>Stable id, e.g. <c>host-connectivity</c>.</summary>
+    public required string Name { get; init; }
+
+    public required string Title { get; init; }
+
+    /// <summary><c>ok</c>, <c>warning</c> or <c>error</c>.</summary>
+    public required string Status { get; init; }
+
+    public required string Message { get; init; }
+
+    /// <summary>What to do about it in plain words (empty when ok).</summary>
+    public required string Remedy { get; init; }
+}
+
+/// <summary><c>GET /api/v1/health/checks</c>: the worst status and every check.</summary>
+public sealed record HealthReport
+{
+    public required string Status { get; init; }
+    public required string Host { get; init; }
+    public DateTimeOffset CheckedAt { get; init; }
+    public required IReadOnlyList<HealthCheckInfo> Checks { get; init; }
+}
+
+/// <summary>One running copy (resync, rebuild, reconcile, repair).</summary>
+public sealed record ResyncInfo
+{
+    public required string VirtualDiskId { get; init; }
+    public required string VirtualDisk { get; init; }
+    public required string ComponentId { get; init; }
+    public required string TargetHostId { get; init; }
+    public string? TargetHost { get; init; }
+
+    /// <summary>The host running the copy (the virtual disk's coordinator).</summary>
+    public string? Host { get; init; }
+
+    /// <summary><c>resync</c>, <c>rebuild</c>, <c>reconcile</c> or <c>repair</c>.</summary>
+    public required string Kind { get; init; }
+
+    public long TotalBytes { get; init; }
+    public long DoneBytes { get; init; }
+    public double BytesPerSecond { get; init; }
+    public double? EtaSeconds { get; init; }
+    public DateTimeOffset StartedAt { get; init; }
+}
+
+/// <summary><c>GET /api/v1/resync</c> (cluster, merged over hosts) and <c>/internal/v1/resync</c> (one host).</summary>
+public sealed record ResyncReport
+{
+    public long TotalBytes { get; init; }
+    public long DoneBytes { get; init; }
+    public long RemainingBytes { get; init; }
+    public double BytesPerSecond { get; init; }
+    public double? EtaSeconds { get; init; }
+
+    /// <summary>Bytes copied by resyncs since each host started, summed.</summary>
+    public long BytesCopied { get; init; }
+
+    /// <summary>Copies finished since each host started, summed.</summary>
+    public long CopiesCompleted { get; init; }
+
+    /// <summary>Bad blocks rewritten from a good replica since each host started, summed.</summary>
+    public long Repairs { get; init; }
+
+    public required IReadOnlyList<ResyncInfo> Copies { get; init; }
+
+    /// <summary>Hosts that did not answer (their copies are missing from the list).</summary>
+    public IReadOnlyList<string> UnreachableHosts { get; init; } = [];
+}
+
+/// <summary>One second of I/O as the NBD front end of a host saw it.</summary>
+public sealed record PerfSample
+{
+    /// <summary>Unix time in seconds (the second the sample covers).</summary>
+    public long Time { get; init; }
+
+    public double ReadIops { get; init; }
+    public double WriteIops { get; init; }
+
+    /// <summary>Other requests: flush, trim, write-zeroes, block status.</summary>
+    public double OtherIops { get; init; }
+
+    public double ReadBytesPerSecond { get; init; }
+    public double WriteBytesPerSecond { get; init; }
+
+    /// <summary>Mean request latency over the second, milliseconds (0 without requests).</summary>
+    public double LatencyMs { get; init; }
+}
+
+/// <summary>A series of <see cref="PerfSample"/> for one host or one virtual disk.</summary>
+public sealed record PerfSeries
+{
+    public required string Name { get; init; }
+    public required IReadOnlyList<PerfSample> Samples { get; init; }
+}
+
+/// <summary><c>GET /api/v1/perf</c>: per-second samples of the last minutes, per host and per virtual disk.</summary>
+public sealed record PerfReport
+{
+    public int Seconds { get; init; }
+    public required IReadOnlyList<PerfSeries> Hosts { get; init; }
+    public required IReadOnlyList<PerfSeries> VirtualDisks { get; init; }
+    public IReadOnlyList<string> UnreachableHosts { get; init; } = [];
+}
+
+/// <summary><c>GET /internal/v1/perf</c>: one host's samples per virtual disk.</summary>
+public sealed record HostPerfInfo
+{
+    public required string Host { get; init; }
+    public required IReadOnlyList<PerfSeries> VirtualDisks { get; init; }
+}
+
+/// <summary><c>GET /internal/v1/resync</c>: the copies one host runs now and what it has copied since it started.</summary>
+public sealed record HostResyncState
+{
+    public IReadOnlyList<HostResyncCopy> Running { get; init; } = [];
+    public long BytesCopied { get; init; }
+    public long CopiesCompleted { get; init; }
+    public long Repairs { get; init; }
+    public long RepairedBytes { get; init; }
+}
+
+/// <summary>One entry of <see cref="HostResyncState.Running"/>.</summary>
+public sealed record HostResyncCopy
+{
+    public required string VirtualDiskId { get; init; }
+    public required string VirtualDiskName { get; init; }
+    public required string ComponentId { get; init; }
+    public required string TargetHostId { get; init; }
+    public required string Kind { get; init; }
+    public long TotalBytes { get; init; }
+    public long DoneBytes { get; init; }
+    public double BytesPerSecond { get; init; }
+    public double? EtaSeconds { get; init; }
+    public DateTimeOffset StartedAt { get; init; }
 }

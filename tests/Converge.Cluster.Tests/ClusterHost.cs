@@ -115,6 +115,13 @@ public sealed class ClusterHost : IAsyncDisposable
                 var health = await Api.GetHealthAsync(attempt.Token);
                 if (health.Status == "ready")
                 {
+                    // The founder wrote the cluster's admin token into its data directory; the others get it from TestCluster.
+                    var tokenFile = Path.Combine(DataDir, "admin-token");
+                    if (Api.Token is null && File.Exists(tokenFile))
+                    {
+                        Api.Token = File.ReadAllText(tokenFile).Trim();
+                    }
+
                     return;
                 }
 

@@ -12,6 +12,9 @@ public sealed class TestCluster : IAsyncDisposable
 
     public ClusterHost this[int index] => Hosts[index];
 
+    /// <summary>The cluster's admin token (made by h1 when it founded the cluster); every host's client sends it.</summary>
+    public string? Token => Hosts.Count == 0 ? null : Hosts[0].Api.Token;
+
     public string TempPath(string name) => root.File(name);
 
     public static async Task<TestCluster> StartAsync(int hosts, string diskSize = "512MiB", IReadOnlyList<string>? hostArgs = null)
@@ -46,6 +49,7 @@ public sealed class TestCluster : IAsyncDisposable
     {
         var host = new ClusterHost(root.Path, name, diskSize);
         host.ExtraArgs.AddRange(HostArgs);
+        host.Api.Token = Token;
         Hosts.Add(host);
         return host;
     }

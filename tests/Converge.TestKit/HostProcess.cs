@@ -46,6 +46,11 @@ public sealed class HostProcess : IAsyncDisposable
 
     public string NbdEndpoint => $"127.0.0.1:{NbdPort}";
 
+    /// <summary>The admin token the host wrote to <c>DATA/admin-token</c> at its first start (null before).</summary>
+    public string? AdminToken => File.Exists(System.IO.Path.Combine(DataDir, "admin-token"))
+        ? File.ReadAllText(System.IO.Path.Combine(DataDir, "admin-token")).Trim()
+        : null;
+
     /// <summary>Stdout and stderr of every start, appended.</summary>
     public string LogPath => System.IO.Path.Combine(DataDir, "host.test.log");
 
@@ -101,6 +106,8 @@ public sealed class HostProcess : IAsyncDisposable
                 var health = await Api.GetHealthAsync(attempt.Token);
                 if (health.Status == "ready")
                 {
+                    // The host made its admin token at its first start; mutating calls need it.
+                    Api.Token = AdminToken;
                     return;
                 }
 

@@ -61,7 +61,7 @@ internal static class ClusterApi
                 ContractsJsonContext.Default.JoinResponse);
         });
 
-        var internalApi = app.MapGroup("/internal/v1");
+        var internalApi = app.MapGroup("/internal/v1").ExcludeFromDescription();
         internalApi.MapGet("/metadata/state", async (HttpContext context, long? after, bool? barrier) =>
         {
             var since = after ?? -1;

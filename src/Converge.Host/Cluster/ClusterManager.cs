@@ -246,6 +246,7 @@ internal sealed class ClusterManager(ClusterNode node)
         var state = State;
         var cluster = state.Cluster ?? throw new ClusterOperationException(HostErrorKind.Unavailable, "the cluster is not initialized yet");
         var stats = await GatherStatsAsync(state, cancellationToken).ConfigureAwait(false);
+        var provisioned = Provisioned(state);
         var disks = new List<ClusterDiskInfo>();
         foreach (var disk in state.Disks.Values.OrderBy(d => HostName(state, d.HostId), StringComparer.Ordinal).ThenBy(d => d.Path, StringComparer.Ordinal))
         {
@@ -261,6 +262,8 @@ internal sealed class ClusterManager(ClusterNode node)
                 UsedBytes = reported?.UsedBytes ?? 0,
                 FreeBytes = reported?.FreeBytes ?? 0,
                 Reachable = reported is not null,
+                ProvisionedBytes = provisioned.GetValueOrDefault(disk.DiskId).Bytes,
+                ComponentCount = provisioned.GetValueOrDefault(disk.DiskId).Count,
             });
         }
 
@@ -276,8 +279,175 @@ internal sealed class ClusterManager(ClusterNode node)
             Disks = disks,
             VirtualDisks = [.. state.VirtualDisks.Values.OrderBy(v => v.Name, StringComparer.Ordinal).Select(v => ToInfo(v, state))],
             Policies = [.. state.Policies.Values.Select(p => ToInfo(p, state))],
+            CapacityBytes = disks.Sum(d => d.CapacityBytes),
+            UsedBytes = disks.Sum(d => d.UsedBytes),
+            ProvisionedBytes = disks.Sum(d => d.ProvisionedBytes),
+            FreeBytes = disks.Sum(d => d.FreeBytes),
         };
     }
+
+    /// <summary>Bytes and count of the components placed on each disk (full lengths: what thin provisioning promised).</summary>
+    private static Dictionary<string, (long Bytes, int Count)> Provisioned(ClusterState state)
+    {
+        var result = new Dictionary<string, (long Bytes, int Count)>(StringComparer.Ordinal);
+        foreach (var component in state.VirtualDisks.Values.SelectMany(v => v.Layout.Components))
+        {
+            var (bytes, count) = result.GetValueOrDefault(component.DiskId);
+            result[component.DiskId] = (bytes + ComponentSize(component), count + 1);
+        }
+
+        return result;
+    }
+
+    public async Task<ClusterHostInfo> GetHostAsync(string nameOrId, CancellationToken cancellationToken)
+    {
+        var state = State;
+        var host = FindHost(state, nameOrId);
+        var stats = await GatherStatsAsync(state, cancellationToken).ConfigureAwait(false);
+        return HostInfos(state, stats).First(h => h.Id == host.HostId);
+    }
+
+    /// <summary>
+    /// Commits that a host is in maintenance, in the given mode. ensure-accessibility is refused when a virtual disk
+    /// would be inaccessible without the host's components. The data movement behind the modes is not built yet:
+    /// placement only stops choosing the host.
+    /// </summary>
+    public async Task<ClusterHostInfo> EnterMaintenanceAsync(string nameOrId, string? mode, CancellationToken cancellationToken)
+    {
+        mode = string.IsNullOrWhiteSpace(mode) ? MaintenanceModes.EnsureAccessibility : mode.Trim().ToLowerInvariant();
+        if (!MaintenanceModes.All.Contains(mode))
+        {
+            throw new ClusterOperationException(HostErrorKind.Invalid, $"maintenance mode '{mode}' is not one of {string.Join(", ", MaintenanceModes.All)}");
+        }
+
+        await BarrierAsync(cancellationToken).ConfigureAwait(false);
+        var state = State;
+        var host = FindHost(state, nameOrId);
+        if (host.State == MetaHostState.Maintenance)
+        {
+            throw new ClusterOperationException(HostErrorKind.Conflict, $"host {host.Name} is already in maintenance ({host.MaintenanceMode}); exit it first to change the mode");
+        }
+
+        if (host.State == MetaHostState.Decommissioned)
+        {
+            throw new ClusterOperationException(HostErrorKind.Conflict, $"host {host.Name} is decommissioned");
+        }
+
+        if (mode == MaintenanceModes.EnsureAccessibility)
+        {
+            var lost = state.VirtualDisks.Values
+                .Where(v => !v.Layout.IsAccessible(c => c.HostId != host.HostId && v.StateOf(c.ComponentId) == ComponentState.Active))
+                .Select(v => v.Name).OrderBy(n => n, StringComparer.Ordinal).ToList();
+            if (lost.Count > 0)
+            {
+                throw new ClusterOperationException(
+                    HostErrorKind.Conflict,
+                    $"cannot enter maintenance on {host.Name} with ensure-accessibility: virtual disk(s) {string.Join(", ", lost)} would be inaccessible without it, " +
+                    "and moving their data away is not available yet; use no-data-migration to accept that");
+            }
+        }
+
+        await Metadata.ProposeOkAsync(new UpdateHost(Guid.NewGuid(), host.HostId, State: MetaHostState.Maintenance, MaintenanceMode: mode), cancellationToken).ConfigureAwait(false);
+        Log.ClusterVirtualDisk(node.Logger, host.Name, "entered maintenance", mode);
+        return await GetHostAsync(host.HostId, cancellationToken).ConfigureAwait(false);
+    }
+
+    public async Task<ClusterHostInfo> ExitMaintenanceAsync(string nameOrId, CancellationToken cancellationToken)
+    {
+        await BarrierAsync(cancellationToken).ConfigureAwait(false);
+        var state = State;
+        var host = FindHost(state, nameOrId);
+        if (host.State != MetaHostState.Maintenance)
+        {
+            throw new ClusterOperationException(HostErrorKind.Conflict, $"host {host.Name} is not in maintenance (it is {host.State.ToString().ToLowerInvariant()})");
+        }
+
+        await Metadata.ProposeOkAsync(new UpdateHost(Guid.NewGuid(), host.HostId, State: MetaHostState.Active), cancellationToken).ConfigureAwait(false);
+        Log.ClusterVirtualDisk(node.Logger, host.Name, "left maintenance", "active");
+        return await GetHostAsync(host.HostId, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// Points a virtual disk at another policy. Only when the layout stays as it is (same method, failures to tolerate
+    /// and stripe width); anything else needs an online re-layout, which is not built: 409.
+    /// </summary>
+    public async Task<VirtualDiskInfo> SetPolicyAsync(string name, string? policyName, CancellationToken cancellationToken)
+    {
+        if (string.IsNullOrWhiteSpace(policyName))
+        {
+            throw new ClusterOperationException(HostErrorKind.Invalid, "give the name of the new policy: {\"policy\": \"NAME\"}");
+        }
+
+        await BarrierAsync(cancellationToken).ConfigureAwait(false);
+        var state = State;
+        var vdisk = Find(state, name);
+        if (!state.Policies.TryGetValue(policyName, out var policy))
+        {
+            throw new ClusterOperationException(HostErrorKind.NotFound, $"policy '{policyName}' does not exist; see 'converge policy list'");
+        }
+
+        if (vdisk.PolicyName == policyName)
+        {
+            return ToInfo(vdisk, state);
+        }
+
+        var layout = vdisk.Layout;
+        if (policy.Method != FailureToleranceMethod.Mirroring || layout.ReplicaCount != policy.FailuresToTolerate + 1 || layout.StripeWidth != policy.StripeWidth)
+        {
+            throw new ClusterOperationException(
+                HostErrorKind.Conflict,
+                $"policy '{policyName}' (FTT={policy.FailuresToTolerate}, stripe width {policy.StripeWidth}, {policy.Method}) needs a different layout than " +
+                $"'{name}' has ({layout.ReplicaCount} replica(s), stripe width {layout.StripeWidth}); online re-layout is not built yet. " +
+                "Only policies with the same failures to tolerate, stripe width and method can be applied (IOPS limit, reservation, checksum may differ)");
+        }
+
+        await Metadata.ProposeOkAsync(new SetVirtualDiskPolicy(Guid.NewGuid(), vdisk.VirtualDiskId, policyName, vdisk.Generation), cancellationToken).ConfigureAwait(false);
+        Log.ClusterVirtualDisk(node.Logger, name, "now follows policy", policyName);
+        return GetVirtualDisk(name);
+    }
+
+    public IReadOnlyList<ComplianceInfo> Compliance()
+    {
+        var state = State;
+        return
+        [
+            .. state.VirtualDisks.Values.OrderBy(v => v.Name, StringComparer.Ordinal).Select(v =>
+            {
+                var info = ToInfo(v, state);
+                return new ComplianceInfo
+                {
+                    VirtualDisk = v.Name,
+                    Policy = v.PolicyName,
+                    Compliance = info.Compliance ?? "noncompliant",
+                    Detail = info.ComplianceDetail,
+                    State = info.State,
+                    Components = v.Layout.Components.Count,
+                    ActiveComponents = v.Layout.Components.Count(c => v.StateOf(c.ComponentId) == ComponentState.Active),
+                };
+            }),
+        ];
+    }
+
+    public IReadOnlyList<FaultDomainInfo> FaultDomains()
+    {
+        var state = State;
+        return
+        [
+            .. state.Hosts.Values.Where(h => h.State != MetaHostState.Decommissioned)
+                .GroupBy(h => h.FaultDomain ?? h.Name, StringComparer.Ordinal)
+                .OrderBy(g => g.Key, StringComparer.Ordinal)
+                .Select(g => new FaultDomainInfo
+                {
+                    Name = g.Key,
+                    Hosts = [.. g.Select(h => h.Name).Order(StringComparer.Ordinal)],
+                    Explicit = g.Any(h => h.FaultDomain is not null),
+                }),
+        ];
+    }
+
+    private static HostRecord FindHost(ClusterState state, string nameOrId) =>
+        state.FindHostByName(nameOrId) ?? state.Hosts.GetValueOrDefault(nameOrId)
+        ?? throw new ClusterOperationException(HostErrorKind.NotFound, $"host '{nameOrId}' is not in the cluster; see 'converge host list'");
 
     /// <summary>Changes start from a linearizable read, so they see what any host committed before (read your writes across hosts).</summary>
     private async Task BarrierAsync(CancellationToken cancellationToken)
@@ -338,6 +508,8 @@ internal sealed class ClusterManager(ClusterNode node)
                 State = h.State.ToString().ToLowerInvariant(),
                 Reachable = stats.GetValueOrDefault(h.HostId) is not null,
                 DiskCount = state.Disks.Values.Count(d => d.HostId == h.HostId),
+                MaintenanceMode = h.MaintenanceMode,
+                ComponentCount = state.VirtualDisks.Values.Sum(v => v.Layout.Components.Count(c => c.HostId == h.HostId)),
             }),
         ];
     }

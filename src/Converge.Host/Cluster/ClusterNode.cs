@@ -38,6 +38,7 @@ internal sealed class ClusterNode : INbdExportCatalog, IPeerRequestHandler, IAsy
         Logger = loggerFactory.CreateLogger(ConvergeHost.LogCategory);
         Local = new LocalComponents(inventory);
         Resyncs = new ResyncTracker(options.Time);
+        Events = new Management.EventLog(options.Time);
         Manager = new ClusterManager(this);
         NbdEndpoint = HostInventory.FormatEndPoint(options.NbdEndPoint);
         ApiUrl = "http://" + HostInventory.FormatEndPoint(options.ApiEndPoint);
@@ -55,6 +56,9 @@ internal sealed class ClusterNode : INbdExportCatalog, IPeerRequestHandler, IAsy
     public ResyncTracker Resyncs { get; }
 
     public ClusterManager Manager { get; }
+
+    /// <summary>Events derived from the metadata changes this host applies (<c>GET /api/v1/events</c>).</summary>
+    public Management.EventLog Events { get; }
 
     public ClusterMetadata Metadata => metadata ?? throw new InvalidOperationException("the cluster metadata is not started");
 
@@ -143,6 +147,7 @@ internal sealed class ClusterNode : INbdExportCatalog, IPeerRequestHandler, IAsy
         }
 
         metadata = new ClusterMetadata(service);
+        Events.Attach(service);
         var fences = new FenceAuthority(metadata);
         coordinators = new CoordinatorManager(metadata, Local, Peers, fences, Resyncs, HostId, options.Failures, options.Time, Logger);
         peerHandler = new ClusterPeerHandler(new ComponentPeerHandler(Local, fences), coordinators);
@@ -390,11 +395,18 @@ internal sealed class ClusterNode : INbdExportCatalog, IPeerRequestHandler, IAsy
             if (membership?.Founder == true)
             {
                 var result = await m.ProposeAsync(
-                    new InitializeCluster(Guid.NewGuid(), Guid.NewGuid().ToString("N"), "converge", DateTimeOffset.UtcNow, StoragePolicy.Default, options.VoterTarget),
+                    new InitializeCluster(
+                        Guid.NewGuid(), Guid.NewGuid().ToString("N"), "converge", DateTimeOffset.UtcNow, StoragePolicy.Default, options.VoterTarget,
+                        Management.AdminToken.Hash(Management.AdminToken.LoadOrCreate(Path.GetFullPath(options.DataDirectory)))),
                     cancellationToken).ConfigureAwait(false);
                 if (!result.Succeeded && m.Current.Cluster is null)
                 {
                     throw new ClusterOperationException(HostErrorKind.Unavailable, result.Error ?? "initialization refused");
+                }
+
+                if (result.Succeeded)
+                {
+                    Management.ManagementLog.AdminTokenWritten(Logger, Path.Combine(Path.GetFullPath(options.DataDirectory), Management.AdminToken.FileName));
                 }
             }
             else if (!await m.WaitForAsync(s => s.Cluster is not null, TimeSpan.FromSeconds(5), cancellationToken).ConfigureAwait(false))

@@ -22,21 +22,27 @@ namespace Converge.Metadata;
 [JsonDerivedType(typeof(ReleaseLease), "releaseLease")]
 [JsonDerivedType(typeof(SetComponentState), "setComponentState")]
 [JsonDerivedType(typeof(ReplaceComponent), "replaceComponent")]
+[JsonDerivedType(typeof(SetVirtualDiskPolicy), "setVirtualDiskPolicy")]
 public abstract record MetadataCommand(Guid CommandId);
 
 /// <summary>Creates the cluster record and its default policy. Accepted once.</summary>
+/// <param name="AdminTokenHash">SHA-256 (hex) of the admin bearer token, see <see cref="ClusterInfo.AdminTokenHash"/>.</param>
 public sealed record InitializeCluster(
-    Guid CommandId, string ClusterId, string Name, DateTimeOffset CreatedAt, StoragePolicy DefaultPolicy, int VoterTarget)
+    Guid CommandId, string ClusterId, string Name, DateTimeOffset CreatedAt, StoragePolicy DefaultPolicy, int VoterTarget,
+    string? AdminTokenHash = null)
     : MetadataCommand(CommandId);
 
 public sealed record RegisterHost(
     Guid CommandId, string HostId, string Name, string? FaultDomain, HostEndpoints Endpoints, bool Voter, DateTimeOffset JoinedAt)
     : MetadataCommand(CommandId);
 
-/// <summary>Changes the given fields of a host; null fields stay as they are.</summary>
+/// <summary>
+/// Changes the given fields of a host; null fields stay as they are. A state other than maintenance clears the
+/// maintenance mode; entering maintenance records <see cref="MaintenanceMode"/> (default ensure-accessibility).
+/// </summary>
 public sealed record UpdateHost(
     Guid CommandId, string HostId, HostState? State = null, HostEndpoints? Endpoints = null, bool? Voter = null,
-    string? FaultDomain = null)
+    string? FaultDomain = null, string? MaintenanceMode = null)
     : MetadataCommand(CommandId);
 
 public sealed record RegisterDisk(Guid CommandId, string DiskId, string HostId, string Path, long CapacityBytes)
@@ -84,4 +90,12 @@ public sealed record SetComponentState(
 /// </summary>
 public sealed record ReplaceComponent(
     Guid CommandId, string VirtualDiskId, Guid OldComponentId, ComponentPlacement NewComponent, long ExpectedGeneration)
+    : MetadataCommand(CommandId);
+
+/// <summary>
+/// Points a virtual disk at another policy whose layout shape (method, failures to tolerate, stripe width) is the same
+/// as its current one, if the virtual disk is still at <see cref="ExpectedGeneration"/>. The layout does not change, so
+/// the generation is not bumped.
+/// </summary>
+public sealed record SetVirtualDiskPolicy(Guid CommandId, string VirtualDiskId, string PolicyName, long ExpectedGeneration)
     : MetadataCommand(CommandId);

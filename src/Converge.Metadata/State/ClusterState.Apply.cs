@@ -41,6 +41,7 @@ public sealed partial record ClusterState
             ReleaseLease c => ApplyReleaseLease(c),
             SetComponentState c => ApplySetComponentState(c),
             ReplaceComponent c => ApplyReplaceComponent(c),
+            SetVirtualDiskPolicy c => ApplySetVirtualDiskPolicy(c),
             _ => Refuse($"unknown command {command.GetType().Name}"),
         };
 
@@ -90,7 +91,7 @@ public sealed partial record ClusterState
 
         return (this with
         {
-            Cluster = new ClusterInfo(c.ClusterId, c.Name, c.CreatedAt, c.DefaultPolicy.Name, c.VoterTarget),
+            Cluster = new ClusterInfo(c.ClusterId, c.Name, c.CreatedAt, c.DefaultPolicy.Name, c.VoterTarget, c.AdminTokenHash),
             Policies = Policies.SetItem(c.DefaultPolicy.Name, c.DefaultPolicy),
         }, CommandResult.Ok());
     }
@@ -138,9 +139,18 @@ public sealed partial record ClusterState
             return Refuse($"host '{host.Name}' is decommissioned and cannot change");
         }
 
+        if (c.MaintenanceMode is not null && !MaintenanceModes.All.Contains(c.MaintenanceMode))
+        {
+            return Refuse($"maintenance mode '{c.MaintenanceMode}' is not one of {string.Join(", ", MaintenanceModes.All)}");
+        }
+
+        var state = c.State ?? host.State;
         var updated = host with
         {
-            State = c.State ?? host.State,
+            State = state,
+            MaintenanceMode = state == HostState.Maintenance
+                ? c.MaintenanceMode ?? host.MaintenanceMode ?? MaintenanceModes.EnsureAccessibility
+                : null,
             Endpoints = c.Endpoints ?? host.Endpoints,
             Voter = c.Voter ?? host.Voter,
             FaultDomain = c.FaultDomain is null ? host.FaultDomain : NullIfEmpty(c.FaultDomain),
@@ -445,6 +455,34 @@ public sealed partial record ClusterState
                 .SetItem(VirtualDiskRecord.ComponentKey(n.ComponentId), n.Role == ComponentRole.Witness ? ComponentState.Active : ComponentState.Stale),
             Generation = vdisk.Generation + 1,
         };
+        return (this with { VirtualDisks = VirtualDisks.SetItem(vdisk.VirtualDiskId, updated) }, CommandResult.Ok(updated.Generation));
+    }
+
+    private (ClusterState, CommandResult) ApplySetVirtualDiskPolicy(SetVirtualDiskPolicy c)
+    {
+        if (!VirtualDisks.TryGetValue(c.VirtualDiskId, out var vdisk))
+        {
+            return Refuse($"virtual disk '{c.VirtualDiskId}' does not exist");
+        }
+
+        if (vdisk.Generation != c.ExpectedGeneration)
+        {
+            return Refuse($"virtual disk '{vdisk.Name}' is at generation {vdisk.Generation}, not {c.ExpectedGeneration}");
+        }
+
+        if (!Policies.TryGetValue(c.PolicyName, out var policy))
+        {
+            return Refuse($"policy '{c.PolicyName}' does not exist");
+        }
+
+        var layout = vdisk.Layout;
+        if (policy.Method != FailureToleranceMethod.Mirroring || layout.ReplicaCount != policy.FailuresToTolerate + 1 ||
+            layout.StripeWidth != policy.StripeWidth)
+        {
+            return Refuse($"policy '{c.PolicyName}' needs a different layout than virtual disk '{vdisk.Name}' has");
+        }
+
+        var updated = vdisk with { PolicyName = c.PolicyName };
         return (this with { VirtualDisks = VirtualDisks.SetItem(vdisk.VirtualDiskId, updated) }, CommandResult.Ok(updated.Generation));
     }
 

@@ -5,12 +5,17 @@ namespace Converge.Metadata;
 
 /// <summary>The cluster itself: set once by <see cref="InitializeCluster"/>.</summary>
 /// <param name="VoterTarget">How many hosts are Raft members: 3 or 5 (1 for a single-host lab).</param>
+/// <param name="AdminTokenHash">
+/// SHA-256 (lower-case hex) of the admin bearer token made when the cluster was founded; every host checks mutating
+/// API calls against it. Null for clusters founded before tokens existed.
+/// </param>
 public sealed record ClusterInfo(
     string ClusterId,
     string Name,
     DateTimeOffset CreatedAt,
     string DefaultPolicyName,
-    int VoterTarget);
+    int VoterTarget,
+    string? AdminTokenHash = null);
 
 public enum HostState
 {
@@ -22,6 +27,10 @@ public enum HostState
 /// <summary>Where a host listens. <see cref="Raft"/> is null for hosts that are metadata clients, not Raft members.</summary>
 public sealed record HostEndpoints(string Api, string Nbd, string PeerData, string? Raft);
 
+/// <param name="MaintenanceMode">
+/// While <see cref="State"/> is <see cref="HostState.Maintenance"/>: how the operator asked to enter it
+/// (<see cref="MaintenanceModes"/>); null otherwise.
+/// </param>
 public sealed record HostRecord(
     string HostId,
     string Name,
@@ -29,7 +38,23 @@ public sealed record HostRecord(
     HostEndpoints Endpoints,
     bool Voter,
     HostState State,
-    DateTimeOffset JoinedAt);
+    DateTimeOffset JoinedAt,
+    string? MaintenanceMode = null);
+
+/// <summary>How a host enters maintenance (what the data of its components should do meanwhile).</summary>
+public static class MaintenanceModes
+{
+    /// <summary>Every virtual disk stays accessible without the host (no full copy is made).</summary>
+    public const string EnsureAccessibility = "ensure-accessibility";
+
+    /// <summary>Every component on the host is moved elsewhere first.</summary>
+    public const string FullDataMigration = "full-data-migration";
+
+    /// <summary>Nothing moves; virtual disks may become inaccessible.</summary>
+    public const string NoDataMigration = "no-data-migration";
+
+    public static readonly IReadOnlyList<string> All = [EnsureAccessibility, FullDataMigration, NoDataMigration];
+}
 
 public enum DiskState
 {
