@@ -11,7 +11,9 @@ public static class Replacement
     /// (the failed component's own host and disk excluded). Among candidates: a fault domain the object does not use
     /// at all first, then the disk with the most free bytes, then by id.
     /// </summary>
-    public static PlacementResult Place(ObjectLayout layout, Guid failedComponentId, Guid newComponentId, ClusterTopology topology)
+    /// <param name="hostLost">The failed component's whole host is gone (absent), not only its disk (degraded): then
+    /// its host is no candidate; after a disk failure another disk of the same host is a fine target.</param>
+    public static PlacementResult Place(ObjectLayout layout, Guid failedComponentId, Guid newComponentId, ClusterTopology topology, bool hostLost = true)
     {
         var failed = layout.Components.SingleOrDefault(c => c.ComponentId == failedComponentId);
         if (failed is null)
@@ -26,12 +28,13 @@ public static class Replacement
             .ToHashSet(StringComparer.Ordinal);
         var used = layout.Components.Select(c => c.FaultDomain).ToHashSet(StringComparer.Ordinal);
         var need = Math.Max(failed.Length, failed.ReservedBytes);
-        var hosts = topology.Hosts.Where(h => h.Usable && h.HostId != failed.HostId).ToDictionary(h => h.HostId, StringComparer.Ordinal);
+        var hosts = topology.Hosts.Where(h => h.Usable && (!hostLost || h.HostId != failed.HostId)).ToDictionary(h => h.HostId, StringComparer.Ordinal);
         var candidate = topology.Disks
             .Where(d => d.Usable && d.DiskId != failed.DiskId && hosts.ContainsKey(d.HostId) && d.FreeBytes >= need)
             .Select(d => (Disk: d, Domain: hosts[d.HostId].EffectiveFaultDomain))
             .Where(x => !forbidden.Contains(x.Domain))
-            .OrderBy(x => used.Contains(x.Domain) ? 1 : 0)
+            .OrderBy(x => x.Disk.HostId == failed.HostId ? 1 : 0)
+            .ThenBy(x => used.Contains(x.Domain) ? 1 : 0)
             .ThenByDescending(x => x.Disk.FreeBytes)
             .ThenBy(x => x.Disk.DiskId, StringComparer.Ordinal)
             .FirstOrDefault();

@@ -39,7 +39,7 @@ public class ReplacementTests
         Assert.DoesNotContain(replaced.Components, c => c.ComponentId == failed.ComponentId);
         Assert.Equal((failed.Role, failed.Replica, failed.Stripe, failed.StripeOffset, failed.Length, failed.Votes),
             (replacement.Role, replacement.Replica, replacement.Stripe, replacement.StripeOffset, replacement.Length, replacement.Votes));
-        Assert.NotEqual(failed.HostId, replacement.HostId);
+        Assert.NotEqual(failed.HostId, replacement.HostId); // hostLost defaults to true
         Assert.True(disks.Single(d => d.DiskId == replacement.DiskId).FreeBytes >= replacement.Length);
 
         // Still: no fault domain holds two replicas, or a replica and a witness.
@@ -61,5 +61,23 @@ public class ReplacementTests
 
         Assert.False(result.Succeeded);
         Assert.Contains("fault domain", result.Error, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void After_a_disk_failure_another_disk_of_the_same_host_is_a_target()
+    {
+        var hosts = new[] { new HostCandidate("a"), new HostCandidate("b"), new HostCandidate("c") };
+        var disks = hosts.SelectMany(h => new[] { new DiskCandidate(h.HostId + "-d1", h.HostId, 10 * GiB, 10 * GiB), new DiskCandidate(h.HostId + "-d2", h.HostId, 10 * GiB, 9 * GiB) }).ToList();
+        var topology = new ClusterTopology(hosts, disks);
+        var layout = PlacementEngine.Place(Guid.NewGuid(), GiB, new StoragePolicy { Name = "d", FailuresToTolerate = 1 }, topology).Layout!;
+        var data = layout.DataComponents.First();
+
+        var result = Replacement.Place(layout, data.ComponentId, Guid.NewGuid(), topology, hostLost: false);
+
+        Assert.True(result.Succeeded, result.Error);
+        var replacement = result.Layout!.Components.Single(c => layout.Components.All(o => o.ComponentId != c.ComponentId));
+        Assert.Equal(data.HostId, replacement.HostId);
+        Assert.NotEqual(data.DiskId, replacement.DiskId);
+        Assert.False(Replacement.Place(layout, data.ComponentId, Guid.NewGuid(), topology, hostLost: true).Succeeded);
     }
 }

@@ -647,7 +647,7 @@ internal sealed class CoordinatedDisk : IReplicaObserver
 
             var state = owner.Metadata.Current;
             var topology = await manager.TopologyAsync(state, cancellationToken).ConfigureAwait(false);
-            var placed = Replacement.Place(vdisk.Layout, component.ComponentId, Guid.NewGuid(), topology);
+            var placed = Replacement.Place(vdisk.Layout, component.ComponentId, Guid.NewGuid(), topology, hostLost: componentState != ComponentState.Degraded);
             if (placed.Layout is null)
             {
                 Log.CopyFailed(owner.Logger, Name, "rebuild", component.ComponentId.ToString("N"), placed.Error ?? "no placement");

@@ -387,7 +387,14 @@ internal sealed class CoordinatorManager : INbdExportCatalog, IAsyncDisposable
 /// </summary>
 internal sealed class ExportVolume(CoordinatorManager manager, string virtualDiskId, string name, long size) : IBlockVolume
 {
-    private static readonly TimeSpan RetryFor = TimeSpan.FromSeconds(15);
+    private static readonly TimeSpan RetryFor = TimeSpan.FromSeconds(30);
+
+    /// <summary>
+    /// A proxied request that gets no answer within this is abandoned and re-routed: the coordinator may hang
+    /// (SIGSTOP) or sit behind a partition, and its lease then moves to a host that answers. Longer than a coordinator
+    /// needs to retry a request around a failed replica (replica timeout + commit).
+    /// </summary>
+    private static readonly TimeSpan ProxyTimeout = TimeSpan.FromSeconds(8);
 
     public string Name { get; } = name;
 
@@ -398,30 +405,30 @@ internal sealed class ExportVolume(CoordinatorManager manager, string virtualDis
         VolumeCapabilities.FastZero | VolumeCapabilities.BlockStatus | VolumeCapabilities.MultiConn;
 
     public ValueTask ReadAsync(long offset, Memory<byte> buffer, CancellationToken cancellationToken) =>
-        RunAsync(v => v.ReadAsync(offset, buffer, cancellationToken), cancellationToken);
+        RunAsync((v, ct) => v.ReadAsync(offset, buffer, ct), cancellationToken);
 
     public ValueTask WriteAsync(long offset, ReadOnlyMemory<byte> data, WriteFlags flags, CancellationToken cancellationToken) =>
-        RunAsync(v => v.WriteAsync(offset, data, flags, cancellationToken), cancellationToken);
+        RunAsync((v, ct) => v.WriteAsync(offset, data, flags, ct), cancellationToken);
 
     public ValueTask FlushAsync(CancellationToken cancellationToken) =>
-        RunAsync(v => v.FlushAsync(cancellationToken), cancellationToken);
+        RunAsync((v, ct) => v.FlushAsync(ct), cancellationToken);
 
     public ValueTask TrimAsync(long offset, long length, WriteFlags flags, CancellationToken cancellationToken) =>
-        RunAsync(v => v.TrimAsync(offset, length, flags, cancellationToken), cancellationToken);
+        RunAsync((v, ct) => v.TrimAsync(offset, length, flags, ct), cancellationToken);
 
     public ValueTask WriteZeroesAsync(long offset, long length, ZeroFlags flags, CancellationToken cancellationToken) =>
-        RunAsync(v => v.WriteZeroesAsync(offset, length, flags, cancellationToken), cancellationToken);
+        RunAsync((v, ct) => v.WriteZeroesAsync(offset, length, flags, ct), cancellationToken);
 
     public async ValueTask<IReadOnlyList<AllocationExtent>> GetAllocationAsync(long offset, long length, CancellationToken cancellationToken)
     {
         IReadOnlyList<AllocationExtent> result = [];
         await RunAsync(
-            async v => result = await v.GetAllocationAsync(offset, length, cancellationToken).ConfigureAwait(false),
+            async (v, ct) => result = await v.GetAllocationAsync(offset, length, ct).ConfigureAwait(false),
             cancellationToken).ConfigureAwait(false);
         return result;
     }
 
-    private async ValueTask RunAsync(Func<IBlockVolume, ValueTask> operation, CancellationToken cancellationToken)
+    private async ValueTask RunAsync(Func<IBlockVolume, CancellationToken, ValueTask> operation, CancellationToken cancellationToken)
     {
         var deadline = DateTimeOffset.UtcNow + RetryFor;
         while (true)
@@ -446,14 +453,33 @@ internal sealed class ExportVolume(CoordinatorManager manager, string virtualDis
                 continue;
             }
 
+            if (volume is not RemoteComponent)
+            {
+                try
+                {
+                    await operation(volume, cancellationToken).ConfigureAwait(false);
+                    return;
+                }
+                catch (VolumeException e) when (e.Error == VolumeError.Unavailable && e is not ReplicaFailureException && DateTimeOffset.UtcNow < deadline)
+                {
+                    // This host's lease lapsed under the request: find the current coordinator.
+                    await Task.Delay(200, cancellationToken).ConfigureAwait(false);
+                    continue;
+                }
+            }
+
+            using var bounded = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+            bounded.CancelAfter(ProxyTimeout);
             try
             {
-                await operation(volume).ConfigureAwait(false);
+                await operation(volume, bounded.Token).ConfigureAwait(false);
                 return;
             }
-            catch (VolumeException e) when (e.Error == VolumeError.Unavailable && volume is RemoteComponent && DateTimeOffset.UtcNow < deadline)
+            catch (Exception e) when ((e is VolumeException { Error: VolumeError.Unavailable } ||
+                                       (e is OperationCanceledException && !cancellationToken.IsCancellationRequested)) &&
+                                      DateTimeOffset.UtcNow < deadline)
             {
-                // The coordinator we proxied to stopped or gave up its lease: find the current one.
+                // The coordinator we proxied to stopped, hangs, is cut off, or gave up its lease: find the current one.
                 await Task.Delay(200, cancellationToken).ConfigureAwait(false);
             }
         }
