@@ -1,4 +1,5 @@
 using System.CommandLine;
+using Converge.Common;
 using Converge.Host;
 
 namespace Converge.Cli;
@@ -36,9 +37,26 @@ internal static class HostCommands
             DefaultValueFactory = _ => 3,
         };
 
+        var heartbeat = new Option<string>("--heartbeat-timeout")
+        {
+            Description = "Cluster mode: a host silent this long has its components marked absent (e.g. 5s)",
+            DefaultValueFactory = _ => "5s",
+        };
+        var replicaTimeout = new Option<string>("--replica-timeout")
+        {
+            Description = "Cluster mode: a replica not answering a request this long is marked absent (e.g. 3s)",
+            DefaultValueFactory = _ => "3s",
+        };
+        var resyncBandwidth = new Option<string>("--resync-bandwidth")
+        {
+            Description = "Cluster mode: resync/rebuild bandwidth limit per virtual disk, per second (e.g. 256MiB; 0 = unlimited)",
+            DefaultValueFactory = _ => "256MiB",
+        };
+        var faultInjection = new Option<bool>("--enable-fault-injection") { Description = "Testing only: enable /internal/v1/test endpoints that inject faults" };
+
         var run = new Command("run", "Run the host daemon in the foreground (logs to stdout; SIGTERM/SIGINT stop it cleanly)")
         {
-            data, disks, name, nbd, api, peer, raft, join, faultDomain, voters,
+            data, disks, name, nbd, api, peer, raft, join, faultDomain, voters, heartbeat, replicaTimeout, resyncBandwidth, faultInjection,
         };
         run.SetAction((pr, ct) => Guarded.RunAsync(async () =>
         {
@@ -57,6 +75,13 @@ internal static class HostCommands
                     JoinUrl = pr.GetValue(join) is { } j ? ParseJoin(j) : null,
                     FaultDomain = pr.GetValue(faultDomain),
                     VoterTarget = pr.GetValue(voters),
+                    HeartbeatTimeout = HostOptions.ParseDuration(pr.GetRequiredValue(heartbeat), "--heartbeat-timeout"),
+                    Failures = new Host.Cluster.FailureOptions
+                    {
+                        ReplicaTimeout = HostOptions.ParseDuration(pr.GetRequiredValue(replicaTimeout), "--replica-timeout"),
+                        ResyncBandwidthBytesPerSecond = ParseBandwidth(pr.GetRequiredValue(resyncBandwidth)),
+                    },
+                    EnableFaultInjection = pr.GetValue(faultInjection),
                 };
                 options.Validate();
             }
@@ -73,6 +98,11 @@ internal static class HostCommands
         host.Subcommands.Add(CliCommands.BuildHostList());
         return host;
     }
+
+    private static long ParseBandwidth(string text) =>
+        text.Trim() == "0" ? 0 : ByteSize.TryParse(text, out var bytes, out _) && bytes > 0
+            ? bytes
+            : throw new HostOptionsException($"--resync-bandwidth: '{text}' is not a size per second (e.g. 256MiB, or 0 for unlimited)");
 
     private static Uri ParseJoin(string text)
     {

@@ -25,7 +25,7 @@ public enum VolumeError
     Unavailable,
 }
 
-public sealed class VolumeException : Exception
+public class VolumeException : Exception
 {
     public VolumeException(VolumeError error, string message, Exception? inner = null)
         : base(message, inner)

@@ -2,6 +2,7 @@ using System.Buffers;
 using System.Buffers.Binary;
 using Converge.Common;
 using Converge.Coordinator.Peer;
+using Converge.Coordinator.Tracking;
 
 namespace Converge.Coordinator;
 
@@ -13,7 +14,7 @@ public readonly record struct Fence(long Generation, long Epoch);
 /// <see cref="PeerFlags.Object"/> the target is a whole object served by its coordinator on that host (proxied I/O).
 /// </summary>
 public sealed class RemoteComponent(
-    Guid componentId, string name, long size, PeerClient peer, Func<Fence> fence, PeerFlags addressing = PeerFlags.None) : IBlockVolume
+    Guid componentId, string name, long size, PeerClient peer, Func<Fence> fence, PeerFlags addressing = PeerFlags.None) : IReplicaComponent
 {
     /// <summary>Extents per BLOCK_STATUS reply: 12 bytes each (length u64, flags u32).</summary>
     public const int MaxExtents = 1024;
@@ -24,6 +25,13 @@ public sealed class RemoteComponent(
     public long Size { get; } = size;
 
     public Guid ComponentId { get; } = componentId;
+
+    public bool IsLocal => false;
+
+    /// <summary>Change-map kinds as request flags (<see cref="PeerFlags.TrackIntent0"/> and on).</summary>
+    public static PeerFlags TrackFlags(ChangeKinds kinds) => (PeerFlags)((int)kinds << 4);
+
+    public static ChangeKinds TrackKinds(PeerFlags flags) => (ChangeKinds)(((int)flags >> 4) & (int)ChangeKinds.All);
 
     public VolumeCapabilities Capabilities =>
         VolumeCapabilities.Flush | VolumeCapabilities.Fua | VolumeCapabilities.Trim | VolumeCapabilities.WriteZeroes |
@@ -38,22 +46,28 @@ public sealed class RemoteComponent(
         }
     }
 
-    public async ValueTask WriteAsync(long offset, ReadOnlyMemory<byte> data, WriteFlags flags, CancellationToken cancellationToken) =>
+    public ValueTask WriteAsync(long offset, ReadOnlyMemory<byte> data, WriteFlags flags, CancellationToken cancellationToken) =>
+        WriteAsync(offset, data, flags, ChangeKinds.None, cancellationToken);
+
+    public async ValueTask WriteAsync(long offset, ReadOnlyMemory<byte> data, WriteFlags flags, ChangeKinds track, CancellationToken cancellationToken) =>
         await peer.SendAsync(
-            Header(PeerOp.Write, flags.HasFlag(WriteFlags.Fua) ? PeerFlags.Fua : PeerFlags.None, offset, data.Length),
+            Header(PeerOp.Write, (flags.HasFlag(WriteFlags.Fua) ? PeerFlags.Fua : PeerFlags.None) | TrackFlags(track), offset, data.Length),
             data, Memory<byte>.Empty, cancellationToken);
 
     public async ValueTask FlushAsync(CancellationToken cancellationToken) =>
         await peer.SendAsync(Header(PeerOp.Flush, PeerFlags.None, 0, 0), ReadOnlyMemory<byte>.Empty, Memory<byte>.Empty, cancellationToken);
 
-    public async ValueTask TrimAsync(long offset, long length, WriteFlags flags, CancellationToken cancellationToken)
+    public ValueTask TrimAsync(long offset, long length, WriteFlags flags, CancellationToken cancellationToken) =>
+        TrimAsync(offset, length, flags, ChangeKinds.None, cancellationToken);
+
+    public async ValueTask TrimAsync(long offset, long length, WriteFlags flags, ChangeKinds track, CancellationToken cancellationToken)
     {
         // The peer protocol bounds a request's length (BlockGeometry.MaxRequestBytes); longer ranges go in pieces.
         for (var done = 0L; done < length || (length == 0 && done == 0); done += BlockGeometry.MaxRequestBytes)
         {
             var piece = (int)Math.Min(length - done, BlockGeometry.MaxRequestBytes);
             await peer.SendAsync(
-                Header(PeerOp.Trim, flags.HasFlag(WriteFlags.Fua) ? PeerFlags.Fua : PeerFlags.None, offset + done, piece),
+                Header(PeerOp.Trim, (flags.HasFlag(WriteFlags.Fua) ? PeerFlags.Fua : PeerFlags.None) | TrackFlags(track), offset + done, piece),
                 ReadOnlyMemory<byte>.Empty, Memory<byte>.Empty, cancellationToken);
             if (length == 0)
             {
@@ -62,11 +76,14 @@ public sealed class RemoteComponent(
         }
     }
 
-    public async ValueTask WriteZeroesAsync(long offset, long length, ZeroFlags flags, CancellationToken cancellationToken)
+    public ValueTask WriteZeroesAsync(long offset, long length, ZeroFlags flags, CancellationToken cancellationToken) =>
+        WriteZeroesAsync(offset, length, flags, ChangeKinds.None, cancellationToken);
+
+    public async ValueTask WriteZeroesAsync(long offset, long length, ZeroFlags flags, ChangeKinds track, CancellationToken cancellationToken)
     {
         var peerFlags = (flags.HasFlag(ZeroFlags.Fua) ? PeerFlags.Fua : PeerFlags.None) |
                         (flags.HasFlag(ZeroFlags.NoHole) ? PeerFlags.NoHole : PeerFlags.None) |
-                        (flags.HasFlag(ZeroFlags.FastZero) ? PeerFlags.FastZero : PeerFlags.None);
+                        (flags.HasFlag(ZeroFlags.FastZero) ? PeerFlags.FastZero : PeerFlags.None) | TrackFlags(track);
         for (var done = 0L; done < length || (length == 0 && done == 0); done += BlockGeometry.MaxRequestBytes)
         {
             var piece = (int)Math.Min(length - done, BlockGeometry.MaxRequestBytes);
@@ -92,6 +109,80 @@ public sealed class RemoteComponent(
         {
             ArrayPool<byte>.Shared.Return(buffer);
         }
+    }
+
+    /// <summary>Ranges per READ_CHANGES reply: 16 bytes each (offset u64, length u64).</summary>
+    public const int MaxChangedRanges = 4096;
+
+    public async ValueTask<List<ChangedRange>> ReadChangesAsync(ChangeKinds kinds, CancellationToken cancellationToken)
+    {
+        var ranges = new List<ChangedRange>();
+        var buffer = ArrayPool<byte>.Shared.Rent(MaxChangedRanges * 16);
+        try
+        {
+            var from = 0L;
+            while (true)
+            {
+                var bytes = await peer.SendAsync(
+                    Header(PeerOp.ReadChanges, PeerFlags.None, from, (int)kinds), ReadOnlyMemory<byte>.Empty,
+                    buffer.AsMemory(0, MaxChangedRanges * 16), cancellationToken);
+                var page = DecodeRanges(buffer.AsSpan(0, bytes));
+                ranges.AddRange(page);
+                if (page.Count < MaxChangedRanges)
+                {
+                    return ranges;
+                }
+
+                from = page[^1].End;
+            }
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(buffer);
+        }
+    }
+
+    public async ValueTask ClearChangesAsync(ChangeKinds kinds, long offset, long length, CancellationToken cancellationToken)
+    {
+        var payload = new byte[16];
+        BinaryPrimitives.WriteInt64LittleEndian(payload, (long)kinds);
+        BinaryPrimitives.WriteInt64LittleEndian(payload.AsSpan(8), length);
+        await peer.SendAsync(Header(PeerOp.ClearChanges, PeerFlags.None, offset, payload.Length), payload, Memory<byte>.Empty, cancellationToken);
+    }
+
+    public static int EncodeRanges(List<ChangedRange> ranges, long from, Span<byte> destination)
+    {
+        var written = 0;
+        foreach (var range in ranges)
+        {
+            if (range.End <= from)
+            {
+                continue;
+            }
+
+            if (written + 16 > destination.Length)
+            {
+                break;
+            }
+
+            var start = Math.Max(range.Offset, from);
+            BinaryPrimitives.WriteInt64LittleEndian(destination[written..], start);
+            BinaryPrimitives.WriteInt64LittleEndian(destination[(written + 8)..], range.End - start);
+            written += 16;
+        }
+
+        return written;
+    }
+
+    public static List<ChangedRange> DecodeRanges(ReadOnlySpan<byte> source)
+    {
+        var ranges = new List<ChangedRange>(source.Length / 16);
+        for (var at = 0; at + 16 <= source.Length; at += 16)
+        {
+            ranges.Add(new ChangedRange(BinaryPrimitives.ReadInt64LittleEndian(source[at..]), BinaryPrimitives.ReadInt64LittleEndian(source[(at + 8)..])));
+        }
+
+        return ranges;
     }
 
     public static int EncodeExtents(IReadOnlyList<AllocationExtent> extents, Span<byte> destination)

@@ -1,35 +1,129 @@
 using Converge.Common;
+using Converge.Coordinator.Tracking;
 using Converge.Placement;
 
 namespace Converge.Coordinator;
 
 /// <summary>
-/// A mirrored, striped object served as one volume: writes go to every active replica and complete only when all
-/// of them completed (durably, for FUA and FLUSH); reads are spread across replicas and fall back to another
-/// replica when one fails. See docs/io-path.md.
+/// Some replicas failed a request (or refused it as fenced). The coordinator decides what that means — commit the
+/// failed components absent and retry without them, or catch up with metadata and retry — before anything is
+/// acknowledged. Escaping to a client it is an I/O error.
+/// </summary>
+public sealed class ReplicaFailureException(
+    IReadOnlyDictionary<Guid, VolumeException> failures, long generation)
+    : VolumeException(failures.Values.First().Error, $"replica failure in generation {generation}: {failures.Values.First().Message}")
+{
+    /// <summary>The components that failed, with why.</summary>
+    public IReadOnlyDictionary<Guid, VolumeException> Failures { get; } = failures;
+
+    /// <summary>The configuration generation the request ran under.</summary>
+    public long Generation { get; } = generation;
+
+    /// <summary>Only fence refusals: our metadata is behind, nothing is known to be wrong with the replicas.</summary>
+    public bool OnlyFenced => Failures.Values.All(e => e.Error == VolumeError.ReadOnly);
+}
+
+/// <summary>What a replicated volume reports to its coordinator while serving.</summary>
+public interface IReplicaObserver
+{
+    /// <summary>A read from this replica failed or timed out (served from another); the coordinator may mark it absent.</summary>
+    void ReadFailed(Guid componentId, VolumeException error);
+
+    /// <summary>A checksum error was found on this replica and the range rewritten from a good copy.</summary>
+    void Repaired(Guid componentId, long bytes);
+}
+
+/// <summary>
+/// Which write-intent slot new writes mark, and how many writes are in flight per slot; shared by the successive
+/// volumes of one coordinator so that a slot can be cleared once every write that marked it has finished.
+/// </summary>
+public sealed class WriteIntents
+{
+    private readonly long[] inFlight = new long[2];
+    private int slot;
+
+    public int Slot => Volatile.Read(ref slot);
+
+    public static ChangeKinds KindOf(int slot) => slot == 0 ? ChangeKinds.Intent0 : ChangeKinds.Intent1;
+
+    public int Enter()
+    {
+        while (true)
+        {
+            var current = Volatile.Read(ref slot);
+            Interlocked.Increment(ref inFlight[current]);
+            if (Volatile.Read(ref slot) == current)
+            {
+                return current;
+            }
+
+            // Switched meanwhile: count under the new slot so the old one drains.
+            Interlocked.Decrement(ref inFlight[current]);
+        }
+    }
+
+    public void Exit(int entered) => Interlocked.Decrement(ref inFlight[entered]);
+
+    /// <summary>New writes mark the other slot from now on; returns the slot that now drains.</summary>
+    public int Switch()
+    {
+        var old = Volatile.Read(ref slot);
+        Volatile.Write(ref slot, 1 - old);
+        return old;
+    }
+
+    public long InFlight(int which) => Interlocked.Read(ref inFlight[which]);
+}
+
+/// <summary>
+/// A mirrored, striped object served as one volume (docs/io-path.md, docs/failures.md). Writes go to every
+/// component of the write set (active and resyncing) and succeed only when all of them have them (durably, for FUA
+/// and FLUSH); every write first marks the current write-intent slot on its components, and writes to a range whose
+/// sibling replica is not active also mark it dirty there, for delta resync. Reads go to active replicas only,
+/// preferring one on this host, falling back to another on failure and rewriting a copy that failed its checksum.
 /// </summary>
 public sealed class ReplicatedVolume : IBlockVolume
 {
     private readonly StripeMap _map;
-    private readonly IReadOnlyDictionary<Guid, IBlockVolume> _active;
-    private readonly IBlockVolume[] _distinct;
+    private readonly IReadOnlyDictionary<Guid, IReplicaComponent> _members;
+    private readonly HashSet<Guid> _readable;
+    private readonly HashSet<(int Stripe, long StripeOffset)> _degraded = [];
+    private readonly IReplicaComponent[] _distinct;
+    private readonly WriteIntents _intents;
+    private readonly RangeLock _locks;
+    private readonly IReplicaObserver? _observer;
+    private readonly TimeSpan _replicaTimeout;
     private int _nextReplica;
 
-    /// <param name="active">The components the current configuration lists as active, by component id.</param>
-    public ReplicatedVolume(string name, long size, StripeMap map, IReadOnlyDictionary<Guid, IBlockVolume> active)
+    /// <param name="members">The write set: components the configuration lists as active or resyncing, by id.</param>
+    /// <param name="readable">The components that are active (complete and current): reads and copies come from these.</param>
+    public ReplicatedVolume(
+        string name, long size, long generation, StripeMap map, IReadOnlyDictionary<Guid, IReplicaComponent> members,
+        IReadOnlySet<Guid> readable, WriteIntents intents, RangeLock locks, IReplicaObserver? observer = null, TimeSpan? replicaTimeout = null)
     {
         Name = name;
         Size = size;
+        Generation = generation;
         _map = map;
-        _active = active;
-        _distinct = [.. active.Values.Distinct()];
-        for (var stripe = 0; stripe < map.Layout.StripeWidth; stripe++)
+        _members = members;
+        _readable = [.. readable.Where(members.ContainsKey)];
+        _intents = intents;
+        _locks = locks;
+        _observer = observer;
+        _replicaTimeout = replicaTimeout ?? TimeSpan.FromSeconds(3);
+        _distinct = [.. members.Values.Distinct()];
+        var layout = map.Layout;
+        if (!layout.IsAccessible(c => c.Role == ComponentRole.Witness ? readable.Contains(c.ComponentId) : _readable.Contains(c.ComponentId)))
         {
-            var s = stripe;
-            if (!Enumerable.Range(0, map.Layout.ReplicaCount).Any(r => map.Layout.DataComponents
-                    .Where(c => c.Replica == r && c.Stripe == s).All(c => active.ContainsKey(c.ComponentId))))
+            throw new VolumeException(VolumeError.Unavailable,
+                $"virtual disk '{name}' is inaccessible: not more than half of its votes are active, or a stripe has no complete active copy");
+        }
+
+        foreach (var component in layout.DataComponents)
+        {
+            if (!_readable.Contains(component.ComponentId))
             {
-                throw new VolumeException(VolumeError.Unavailable, $"virtual disk '{name}' has no complete active copy of stripe {s}");
+                _degraded.Add((component.Stripe, component.StripeOffset));
             }
         }
     }
@@ -37,6 +131,14 @@ public sealed class ReplicatedVolume : IBlockVolume
     public string Name { get; }
 
     public long Size { get; }
+
+    public long Generation { get; }
+
+    public StripeMap Map => _map;
+
+    public IReadOnlyDictionary<Guid, IReplicaComponent> Members => _members;
+
+    public bool IsReadable(Guid componentId) => _readable.Contains(componentId);
 
     public VolumeCapabilities Capabilities =>
         VolumeCapabilities.Flush | VolumeCapabilities.Fua | VolumeCapabilities.Trim | VolumeCapabilities.WriteZeroes |
@@ -49,7 +151,7 @@ public sealed class ReplicatedVolume : IBlockVolume
         _map.Split(offset, buffer.Length, segments);
         if (segments.Count == 1)
         {
-            await ReadSegmentAsync(segments[0], buffer, cancellationToken);
+            await ReadSegmentAsync(segments[0], buffer, cancellationToken).ConfigureAwait(false);
             return;
         }
 
@@ -60,14 +162,14 @@ public sealed class ReplicatedVolume : IBlockVolume
             reads[i] = ReadSegmentAsync(segment, buffer.Slice(segment.BufferOffset, segment.Length), cancellationToken).AsTask();
         }
 
-        await Task.WhenAll(reads);
+        await Task.WhenAll(reads).ConfigureAwait(false);
     }
 
     public ValueTask WriteAsync(long offset, ReadOnlyMemory<byte> data, WriteFlags flags, CancellationToken cancellationToken)
     {
         CheckRange(offset, data.Length);
-        return ForEachReplicaAsync(offset, data.Length, (component, segment, at, ct) =>
-            component.WriteAsync(at, data.Slice(segment.BufferOffset, segment.Length), flags, ct), cancellationToken);
+        return ForEachReplicaAsync(offset, data.Length, (component, segment, at, track, ct) =>
+            component.WriteAsync(at, data.Slice(segment.BufferOffset, segment.Length), flags, track, ct), cancellationToken);
     }
 
     public async ValueTask FlushAsync(CancellationToken cancellationToken)
@@ -75,24 +177,24 @@ public sealed class ReplicatedVolume : IBlockVolume
         var flushes = new Task[_distinct.Length];
         for (var i = 0; i < _distinct.Length; i++)
         {
-            flushes[i] = _distinct[i].FlushAsync(cancellationToken).AsTask();
+            flushes[i] = Bounded(_distinct[i], _distinct[i].FlushAsync(cancellationToken));
         }
 
-        await Task.WhenAll(flushes);
+        await CollectAsync(flushes, i => _distinct[i].ComponentId).ConfigureAwait(false);
     }
 
     public ValueTask TrimAsync(long offset, long length, WriteFlags flags, CancellationToken cancellationToken)
     {
         CheckRange(offset, length);
-        return ForEachReplicaAsync(offset, length, (component, segment, at, ct) =>
-            component.TrimAsync(at, segment.Length, flags, ct), cancellationToken);
+        return ForEachReplicaAsync(offset, length, (component, segment, at, track, ct) =>
+            component.TrimAsync(at, segment.Length, flags, track, ct), cancellationToken);
     }
 
     public ValueTask WriteZeroesAsync(long offset, long length, ZeroFlags flags, CancellationToken cancellationToken)
     {
         CheckRange(offset, length);
-        return ForEachReplicaAsync(offset, length, (component, segment, at, ct) =>
-            component.WriteZeroesAsync(at, segment.Length, flags, ct), cancellationToken);
+        return ForEachReplicaAsync(offset, length, (component, segment, at, track, ct) =>
+            component.WriteZeroesAsync(at, segment.Length, flags, track, ct), cancellationToken);
     }
 
     public async ValueTask<IReadOnlyList<AllocationExtent>> GetAllocationAsync(long offset, long length, CancellationToken cancellationToken)
@@ -106,10 +208,11 @@ public sealed class ReplicatedVolume : IBlockVolume
         {
             try
             {
-                var extents = await component.GetAllocationAsync(first.StripeOffset - placement.StripeOffset, first.Length, cancellationToken);
+                var extents = await Bounded(component, component.GetAllocationAsync(first.StripeOffset - placement.StripeOffset, first.Length, cancellationToken))
+                    .ConfigureAwait(false);
                 return Clip(extents, first.Length);
             }
-            catch (VolumeException ex) when (ex.Error is VolumeError.Unavailable or VolumeError.IO)
+            catch (VolumeException ex) when (ex.Error is VolumeError.Unavailable or VolumeError.IO or VolumeError.ReadOnly)
             {
                 last = ex;
             }
@@ -118,19 +221,87 @@ public sealed class ReplicatedVolume : IBlockVolume
         throw last ?? new VolumeException(VolumeError.Unavailable, $"virtual disk '{Name}' has no reachable replica");
     }
 
-    private async ValueTask ReadSegmentAsync(Segment segment, Memory<byte> destination, CancellationToken cancellationToken)
+    /// <summary>
+    /// Copies a stripe range from an active replica to <paramref name="targets"/> while client writes to the range
+    /// wait (resync, rebuild, reconcile). Holes stay holes. Returns the bytes written to each target.
+    /// </summary>
+    public async Task<long> CopyAsync(int stripe, long stripeOffset, int length, IReadOnlyList<Guid> targets, Memory<byte> buffer, CancellationToken cancellationToken)
+    {
+        var segment = new Segment(0, 0, length, stripe, stripeOffset);
+        using var held = await _locks.AcquireAsync(
+            RangeLock.Key(stripe, stripeOffset), RangeLock.Key(stripe, stripeOffset + length), exclusive: true, cancellationToken).ConfigureAwait(false);
+        var data = buffer[..length];
+        await ReadSegmentAsync(segment, data, cancellationToken, repair: false).ConfigureAwait(false);
+        var slot = _intents.Enter();
+        try
+        {
+            var writes = new List<Task>(targets.Count);
+            var ids = new List<Guid>(targets.Count);
+            foreach (var target in targets)
+            {
+                var placement = FindPlacement(target, stripe, stripeOffset);
+                var component = _members[target];
+                var track = WriteIntents.KindOf(slot) | (_degraded.Contains((stripe, placement.StripeOffset)) ? ChangeKinds.Dirty : ChangeKinds.None);
+                writes.Add(Bounded(component, component.WriteAsync(stripeOffset - placement.StripeOffset, data, WriteFlags.None, track, cancellationToken)));
+                ids.Add(target);
+            }
+
+            await CollectAsync([.. writes], i => ids[i]).ConfigureAwait(false);
+        }
+        finally
+        {
+            _intents.Exit(slot);
+        }
+
+        return length;
+    }
+
+    /// <summary>The data components that hold the same stripe range as <paramref name="component"/> in other replicas.</summary>
+    public IEnumerable<ComponentPlacement> Siblings(ComponentPlacement component) =>
+        _map.Layout.DataComponents.Where(c => c.Stripe == component.Stripe && c.StripeOffset == component.StripeOffset && c.ComponentId != component.ComponentId);
+
+    private ComponentPlacement FindPlacement(Guid componentId, int stripe, long stripeOffset)
+    {
+        foreach (var c in _map.Layout.DataComponents)
+        {
+            if (c.ComponentId == componentId && c.Stripe == stripe && stripeOffset >= c.StripeOffset && stripeOffset < c.StripeOffset + c.Length)
+            {
+                return c;
+            }
+        }
+
+        throw new VolumeException(VolumeError.OutOfRange, $"component {componentId:N} does not hold stripe {stripe} offset {stripeOffset}");
+    }
+
+    private async ValueTask ReadSegmentAsync(Segment segment, Memory<byte> destination, CancellationToken cancellationToken, bool repair = true)
     {
         VolumeException? last = null;
+        List<IReplicaComponent>? corrupt = null;
         foreach (var (component, placement) in Candidates(segment))
         {
             try
             {
-                await component.ReadAsync(segment.StripeOffset - placement.StripeOffset, destination, cancellationToken);
+                await Bounded(component, component.ReadAsync(segment.StripeOffset - placement.StripeOffset, destination, cancellationToken)).ConfigureAwait(false);
+                if (corrupt is not null && repair)
+                {
+                    await RepairAsync(segment, corrupt, cancellationToken).ConfigureAwait(false);
+                }
+
                 return;
             }
-            catch (VolumeException ex) when (ex.Error is VolumeError.Unavailable or VolumeError.IO or VolumeError.ChecksumMismatch)
+            catch (VolumeException ex) when (ex.Error is VolumeError.ChecksumMismatch)
             {
-                // Another replica holds the same bytes; repairing the failed copy is the resync layer's job.
+                (corrupt ??= []).Add(component);
+                last = ex;
+            }
+            catch (VolumeException ex) when (ex.Error is VolumeError.Unavailable or VolumeError.IO or VolumeError.ReadOnly)
+            {
+                // Another replica holds the same bytes; the coordinator decides whether this one is absent.
+                if (ex.Error != VolumeError.ReadOnly)
+                {
+                    _observer?.ReadFailed(component.ComponentId, ex);
+                }
+
                 last = ex;
             }
         }
@@ -138,15 +309,46 @@ public sealed class ReplicatedVolume : IBlockVolume
         throw last ?? new VolumeException(VolumeError.Unavailable, $"virtual disk '{Name}' has no reachable replica for offset {segment.ObjectOffset}");
     }
 
-    /// <summary>Active replicas for a segment, starting from a rotating replica to spread reads.</summary>
-    private IEnumerable<(IBlockVolume Component, ComponentPlacement Placement)> Candidates(Segment segment)
+    /// <summary>Rewrites the copies that failed their checksum from a good one, with client writes to the range held off.</summary>
+    private async ValueTask RepairAsync(Segment segment, List<IReplicaComponent> corrupt, CancellationToken cancellationToken)
+    {
+        var buffer = new byte[segment.Length];
+        try
+        {
+            await CopyAsync(segment.Stripe, segment.StripeOffset, segment.Length, [.. corrupt.Select(c => c.ComponentId)], buffer, cancellationToken).ConfigureAwait(false);
+            foreach (var component in corrupt)
+            {
+                _observer?.Repaired(component.ComponentId, segment.Length);
+            }
+        }
+        catch (VolumeException)
+        {
+            // The read itself succeeded from a good copy; a failed repair leaves the bad block for the scrubber.
+        }
+    }
+
+    /// <summary>Readable replicas for a segment: one on this host first, then the others from a rotating start.</summary>
+    private IEnumerable<(IReplicaComponent Component, ComponentPlacement Placement)> Candidates(Segment segment)
     {
         var replicas = _map.Layout.ReplicaCount;
+        (IReplicaComponent, ComponentPlacement)? local = null;
+        for (var r = 0; r < replicas; r++)
+        {
+            var placement = _map.Find(r, segment.Stripe, segment.StripeOffset);
+            if (_readable.Contains(placement.ComponentId) && _members[placement.ComponentId].IsLocal)
+            {
+                local = (_members[placement.ComponentId], placement);
+                yield return local.Value;
+                break;
+            }
+        }
+
         var start = (int)((uint)Interlocked.Increment(ref _nextReplica) % (uint)replicas);
         for (var i = 0; i < replicas; i++)
         {
             var placement = _map.Find((start + i) % replicas, segment.Stripe, segment.StripeOffset);
-            if (_active.TryGetValue(placement.ComponentId, out var component))
+            if (_readable.Contains(placement.ComponentId) && _members.TryGetValue(placement.ComponentId, out var component) &&
+                (local is null || !ReferenceEquals(component, local.Value.Item1)))
             {
                 yield return (component, placement);
             }
@@ -154,25 +356,109 @@ public sealed class ReplicatedVolume : IBlockVolume
     }
 
     private async ValueTask ForEachReplicaAsync(
-        long offset, long length, Func<IBlockVolume, Segment, long, CancellationToken, ValueTask> operation, CancellationToken cancellationToken)
+        long offset, long length, Func<IReplicaComponent, Segment, long, ChangeKinds, CancellationToken, ValueTask> operation, CancellationToken cancellationToken)
     {
         var segments = new List<Segment>();
         _map.Split(offset, length, segments);
-        var tasks = new List<Task>(segments.Count * _map.Layout.ReplicaCount);
-        foreach (var segment in segments)
+        var locks = new RangeLock.Releaser[segments.Count];
+        var held = 0;
+        var slot = _intents.Enter();
+        try
         {
-            for (var replica = 0; replica < _map.Layout.ReplicaCount; replica++)
+            for (; held < segments.Count; held++)
             {
-                var placement = _map.Find(replica, segment.Stripe, segment.StripeOffset);
-                if (_active.TryGetValue(placement.ComponentId, out var component))
+                var s = segments[held];
+                locks[held] = await _locks.AcquireAsync(
+                    RangeLock.Key(s.Stripe, s.StripeOffset), RangeLock.Key(s.Stripe, s.StripeOffset + s.Length), exclusive: false, cancellationToken).ConfigureAwait(false);
+            }
+
+            var tasks = new List<Task>(segments.Count * _map.Layout.ReplicaCount);
+            var ids = new List<Guid>(tasks.Capacity);
+            foreach (var segment in segments)
+            {
+                for (var replica = 0; replica < _map.Layout.ReplicaCount; replica++)
                 {
-                    tasks.Add(operation(component, segment, segment.StripeOffset - placement.StripeOffset, cancellationToken).AsTask());
+                    var placement = _map.Find(replica, segment.Stripe, segment.StripeOffset);
+                    if (_members.TryGetValue(placement.ComponentId, out var component))
+                    {
+                        var track = WriteIntents.KindOf(slot) |
+                                    (_degraded.Contains((segment.Stripe, placement.StripeOffset)) ? ChangeKinds.Dirty : ChangeKinds.None);
+                        tasks.Add(Bounded(component, operation(component, segment, segment.StripeOffset - placement.StripeOffset, track, cancellationToken)));
+                        ids.Add(placement.ComponentId);
+                    }
                 }
             }
+
+            // Acknowledged only when every member has it; failures go back to the coordinator (ReplicaFailureException).
+            await CollectAsync([.. tasks], i => ids[i]).ConfigureAwait(false);
+        }
+        finally
+        {
+            for (var i = 0; i < held; i++)
+            {
+                locks[i].Dispose();
+            }
+
+            _intents.Exit(slot);
+        }
+    }
+
+    /// <summary>Awaits every task; replica failures are gathered into one <see cref="ReplicaFailureException"/>.</summary>
+    private async Task CollectAsync(Task[] tasks, Func<int, Guid> componentOf)
+    {
+        try
+        {
+            await Task.WhenAll(tasks).ConfigureAwait(false);
+            return;
+        }
+        catch
+        {
         }
 
-        // Acknowledged only when every active replica has it: a failed replica fails the request.
-        await Task.WhenAll(tasks);
+        Dictionary<Guid, VolumeException>? failures = null;
+        for (var i = 0; i < tasks.Length; i++)
+        {
+            if (tasks[i].Exception?.InnerException is not { } error)
+            {
+                if (tasks[i].IsCanceled)
+                {
+                    throw new OperationCanceledException();
+                }
+
+                continue;
+            }
+
+            var failure = error switch
+            {
+                VolumeException { Error: VolumeError.OutOfRange or VolumeError.NotSupported } ve => throw ve,
+                VolumeException ve => ve,
+                TimeoutException te => new VolumeException(VolumeError.Unavailable, $"no answer within {_replicaTimeout.TotalSeconds:0.#} s", te),
+                OperationCanceledException => throw error,
+                _ => new VolumeException(VolumeError.IO, error.Message, error),
+            };
+            (failures ??= [])[componentOf(i)] = failure;
+        }
+
+        if (failures is not null)
+        {
+            throw new ReplicaFailureException(failures, Generation);
+        }
+    }
+
+    /// <summary>A remote replica that does not answer within the replica timeout counts as failed (a hung host).</summary>
+    private Task Bounded(IReplicaComponent component, ValueTask operation) =>
+        component.IsLocal ? operation.AsTask() : operation.AsTask().WaitAsync(_replicaTimeout);
+
+    private async Task<T> Bounded<T>(IReplicaComponent component, ValueTask<T> operation)
+    {
+        try
+        {
+            return component.IsLocal ? await operation.ConfigureAwait(false) : await operation.AsTask().WaitAsync(_replicaTimeout).ConfigureAwait(false);
+        }
+        catch (TimeoutException e)
+        {
+            throw new VolumeException(VolumeError.Unavailable, $"component {component.ComponentId:N}: no answer within {_replicaTimeout.TotalSeconds:0.#} s", e);
+        }
     }
 
     private static List<AllocationExtent> Clip(IReadOnlyList<AllocationExtent> extents, long length)

@@ -41,6 +41,15 @@ public sealed record HostOptions
 
     public bool IsCluster => RaftEndPoint is not null;
 
+    /// <summary>Cluster mode: replica timeout, intent rotation and resync bandwidth of this host's coordinators.</summary>
+    public Cluster.FailureOptions Failures { get; init; } = new();
+
+    /// <summary>Cluster mode: a host not answering heartbeats for this long has its components marked absent.</summary>
+    public TimeSpan HeartbeatTimeout { get; init; } = TimeSpan.FromSeconds(5);
+
+    /// <summary>Test hook: <c>/internal/v1/test/...</c> endpoints that inject faults (failing disks).</summary>
+    public bool EnableFaultInjection { get; init; }
+
     /// <summary>
     /// How long open connections may take to finish after SIGTERM before they are cut. Shorter than the 30 s
     /// <c>converge down</c> allows, so the disks are still flushed and checkpointed before any SIGKILL.
@@ -49,6 +58,25 @@ public sealed record HostOptions
 
     /// <summary>How often each disk flushes unflushed writes in the background.</summary>
     public TimeSpan BackgroundFlushInterval { get; init; } = TimeSpan.FromSeconds(1);
+
+    /// <summary>Parses a duration such as <c>5s</c>, <c>500ms</c>, <c>2m</c>, <c>1h</c> or plain seconds.</summary>
+    public static TimeSpan ParseDuration(string text, string option)
+    {
+        var t = text.Trim();
+        (string Suffix, double Scale)[] units = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600)];
+        foreach (var (suffix, scale) in units)
+        {
+            if (t.EndsWith(suffix, StringComparison.OrdinalIgnoreCase) &&
+                double.TryParse(t[..^suffix.Length], System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out var v) && v >= 0)
+            {
+                return TimeSpan.FromSeconds(v * scale);
+            }
+        }
+
+        return double.TryParse(t, System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out var seconds) && seconds >= 0
+            ? TimeSpan.FromSeconds(seconds)
+            : throw new HostOptionsException($"{option}: '{text}' is not a duration (e.g. 5s, 500ms, 2m)");
+    }
 
     /// <summary>Throws <see cref="HostOptionsException"/> listing every problem.</summary>
     public void Validate()

@@ -90,4 +90,22 @@ internal static partial class Log
 
     [LoggerMessage(109, LogLevel.Warning, "cleanup after a failed operation on {Name} failed: {Reason}")]
     public static partial void CleanupFailed(ILogger logger, string name, string reason);
+
+    [LoggerMessage(110, LogLevel.Warning, "virtual disk {Name}: component {ComponentId} marked {State} (generation {Generation}): {Reason}")]
+    public static partial void ComponentStateChanged(ILogger logger, string name, string componentId, string state, long generation, string reason);
+
+    [LoggerMessage(111, LogLevel.Information, "virtual disk {Name}: {Kind} of component {ComponentId} finished: {Bytes} bytes in {Seconds:0.0} s")]
+    public static partial void CopyFinished(ILogger logger, string name, string kind, string componentId, long bytes, double seconds);
+
+    [LoggerMessage(112, LogLevel.Warning, "virtual disk {Name}: {Kind} of component {ComponentId} stopped: {Reason}")]
+    public static partial void CopyFailed(ILogger logger, string name, string kind, string componentId, string reason);
+
+    [LoggerMessage(113, LogLevel.Warning, "host {HostName} ({HostId}) is unreachable for {Seconds:0.0} s")]
+    public static partial void HostUnreachable(ILogger logger, string hostName, string hostId, double seconds);
+
+    [LoggerMessage(114, LogLevel.Information, "host {HostName} ({HostId}) is reachable again")]
+    public static partial void HostReachable(ILogger logger, string hostName, string hostId);
+
+    [LoggerMessage(115, LogLevel.Warning, "virtual disk {Name}: checksum error on component {ComponentId} repaired from another replica ({Bytes} bytes)")]
+    public static partial void Repaired(ILogger logger, string name, string componentId, long bytes);
 }

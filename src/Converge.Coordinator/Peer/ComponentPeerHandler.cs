@@ -1,6 +1,7 @@
 using System.Buffers.Binary;
 using System.Text;
 using Converge.Common;
+using Converge.Coordinator.Tracking;
 
 namespace Converge.Coordinator.Peer;
 
@@ -22,6 +23,9 @@ public interface ILocalComponents
     ValueTask DeleteAsync(Guid componentId, CancellationToken cancellationToken);
 
     IReadOnlyList<PeerDiskStats> DiskStats();
+
+    /// <summary>The change map kept beside a data component on its disk (created on first use).</summary>
+    ValueTask<ChangeMap> GetChangeMapAsync(Guid componentId, CancellationToken cancellationToken);
 }
 
 public enum FenceVerdict
@@ -53,6 +57,7 @@ public sealed class ComponentPeerHandler(ILocalComponents components, IFenceAuth
         PeerOp.Read => header.Length,
         PeerOp.BlockStatus => RemoteComponent.MaxExtents * RemoteComponent.ExtentBytes,
         PeerOp.DiskStats => 4 + (256 * PeerDiskStats.Size),
+        PeerOp.ReadChanges => RemoteComponent.MaxChangedRanges * 16,
         _ => 0,
     };
 
@@ -94,6 +99,14 @@ public sealed class ComponentPeerHandler(ILocalComponents components, IFenceAuth
             return PeerResult.Error(VolumeError.Unavailable);
         }
 
+        // A tracked write is recorded in the component's change map before it is issued (ChangeMap explains why).
+        var track = RemoteComponent.TrackKinds(header.Flags);
+        if (track != ChangeKinds.None && header.Op is PeerOp.Write or PeerOp.Trim or PeerOp.WriteZeroes)
+        {
+            var map = await components.GetChangeMapAsync(header.Target, cancellationToken);
+            await map.MarkAsync(header.Offset, header.Op == PeerOp.Write ? payload.Length : header.Length, track, header.Flags.HasFlag(PeerFlags.Fua), cancellationToken);
+        }
+
         switch (header.Op)
         {
             case PeerOp.Read:
@@ -101,6 +114,19 @@ public sealed class ComponentPeerHandler(ILocalComponents components, IFenceAuth
                 return new PeerResult(0, header.Length);
             case PeerOp.Write:
                 await component.WriteAsync(header.Offset, payload, header.Flags.HasFlag(PeerFlags.Fua) ? WriteFlags.Fua : WriteFlags.None, cancellationToken);
+                return PeerResult.Ok;
+            case PeerOp.ReadChanges:
+                var changes = await (await components.GetChangeMapAsync(header.Target, cancellationToken)).ReadAsync((ChangeKinds)header.Length, cancellationToken);
+                return new PeerResult(0, RemoteComponent.EncodeRanges(changes, header.Offset, reply.Span));
+            case PeerOp.ClearChanges:
+                if (payload.Length < 16)
+                {
+                    return PeerResult.Error(VolumeError.OutOfRange);
+                }
+
+                var kinds = (ChangeKinds)BinaryPrimitives.ReadInt64LittleEndian(payload.Span);
+                var clearLength = BinaryPrimitives.ReadInt64LittleEndian(payload.Span[8..]);
+                await (await components.GetChangeMapAsync(header.Target, cancellationToken)).ClearAsync(header.Offset, clearLength, kinds, cancellationToken);
                 return PeerResult.Ok;
             case PeerOp.Flush:
                 await component.FlushAsync(cancellationToken);

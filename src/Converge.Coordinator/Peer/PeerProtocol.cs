@@ -15,6 +15,12 @@ public enum PeerOp : byte
     DeleteComponent = 7,
     DiskStats = 8,
     BlockStatus = 9,
+
+    /// <summary>Reads a component's change map: Offset = where to start, Length = <c>ChangeKinds</c>; replies (offset, length) pairs.</summary>
+    ReadChanges = 10,
+
+    /// <summary>Clears change-map bits: Offset = start; payload = kinds (u64), length (u64).</summary>
+    ClearChanges = 11,
 }
 
 [Flags]
@@ -30,6 +36,15 @@ public enum PeerFlags : byte
     /// host serves the request through its coordinator of that object (it must hold the object's lease).
     /// </summary>
     Object = 8,
+
+    /// <summary>Record the write in the component's change map first (<c>ChangeKinds.Intent0</c>).</summary>
+    TrackIntent0 = 16,
+
+    /// <summary>Record the write in the component's change map first (<c>ChangeKinds.Intent1</c>).</summary>
+    TrackIntent1 = 32,
+
+    /// <summary>Record the write in the component's change map first (<c>ChangeKinds.Dirty</c>).</summary>
+    TrackDirty = 64,
 }
 
 /// <summary>
@@ -50,7 +65,7 @@ public readonly record struct PeerRequestHeader(
     public const uint Magic = 0x31505643; // "CVP1"
 
     /// <summary>Bytes of payload that follow the header on the wire.</summary>
-    public int PayloadLength => Op is PeerOp.Write or PeerOp.EnsureComponent ? Length : 0;
+    public int PayloadLength => Op is PeerOp.Write or PeerOp.EnsureComponent or PeerOp.ClearChanges ? Length : 0;
 
     public void Write(Span<byte> destination)
     {
@@ -71,7 +86,7 @@ public readonly record struct PeerRequestHeader(
     public static bool TryRead(ReadOnlySpan<byte> source, out PeerRequestHeader header)
     {
         header = default;
-        if (BinaryPrimitives.ReadUInt32LittleEndian(source) != Magic || source[4] > (byte)PeerOp.BlockStatus)
+        if (BinaryPrimitives.ReadUInt32LittleEndian(source) != Magic || source[4] > (byte)PeerOp.ClearChanges)
         {
             return false;
         }

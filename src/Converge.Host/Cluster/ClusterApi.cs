@@ -126,6 +126,49 @@ internal static class ClusterApi
             await node.Coordinators.ReleaseAsync(id, context.RequestAborted).ConfigureAwait(false);
             return Results.NoContent();
         });
+        internalApi.MapGet("/resync", () =>
+        {
+            var running = node.Resyncs.Snapshot();
+            var body = new System.Text.Json.Nodes.JsonObject
+            {
+                ["running"] = new System.Text.Json.Nodes.JsonArray([.. running.Select(r => (System.Text.Json.Nodes.JsonNode)new System.Text.Json.Nodes.JsonObject
+                {
+                    ["virtualDiskId"] = r.VirtualDiskId,
+                    ["virtualDiskName"] = r.VirtualDiskName,
+                    ["componentId"] = r.ComponentId.ToString("N"),
+                    ["targetHostId"] = r.TargetHostId,
+                    ["kind"] = r.Kind.ToString().ToLowerInvariant(),
+                    ["totalBytes"] = r.TotalBytes,
+                    ["doneBytes"] = r.DoneBytes,
+                    ["remainingBytes"] = r.RemainingBytes,
+                    ["bytesPerSecond"] = r.BytesPerSecond,
+                    ["etaSeconds"] = r.EstimatedTimeLeft?.TotalSeconds,
+                    ["startedAt"] = r.StartedAt,
+                })]),
+                ["bytesCopied"] = node.Resyncs.BytesCopied,
+                ["copiesCompleted"] = node.Resyncs.CopiesCompleted,
+                ["repairs"] = node.Coordinators.Repairs,
+                ["repairedBytes"] = node.Coordinators.RepairedBytes,
+            };
+            return Results.Text(body.ToJsonString(), "application/json");
+        });
+        internalApi.MapPost("/test/disks/{id}/{action}", async (string id, string action, HttpContext context) =>
+        {
+            if (!node.FaultInjectionEnabled)
+            {
+                throw new ClusterOperationException(HostErrorKind.NotFound, "fault injection is not enabled on this host (--enable-fault-injection)");
+            }
+
+            if (!Guid.TryParse(id, out var diskId) || action is not ("fail" or "heal"))
+            {
+                throw new ClusterOperationException(HostErrorKind.Invalid, "use POST /internal/v1/test/disks/{diskId}/fail or /heal");
+            }
+
+            node.Local.InjectDiskFailure(diskId, action == "fail");
+            await node.Metadata.ProposeAsync(
+                new UpdateDiskState(Guid.NewGuid(), diskId.ToString("N"), action == "fail" ? DiskState.Failed : DiskState.Online), context.RequestAborted).ConfigureAwait(false);
+            return Results.NoContent();
+        });
         internalApi.MapGet("/components/{id}/digest", async (string id, HttpContext context) =>
         {
             if (!Guid.TryParse(id, out var componentId) || node.Local.FindComponent(componentId) is not { } component)

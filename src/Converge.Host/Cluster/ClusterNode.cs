@@ -23,6 +23,7 @@ internal sealed class ClusterNode : INbdExportCatalog, IPeerRequestHandler, IAsy
     private readonly CancellationTokenSource stop = new();
     private ClusterMetadata? metadata;
     private CoordinatorManager? coordinators;
+    private HostMonitor? monitor;
     private ClusterPeerHandler? peerHandler;
     private Membership? membership;
     private Task registration = Task.CompletedTask;
@@ -58,6 +59,11 @@ internal sealed class ClusterNode : INbdExportCatalog, IPeerRequestHandler, IAsy
     public ClusterMetadata Metadata => metadata ?? throw new InvalidOperationException("the cluster metadata is not started");
 
     public CoordinatorManager Coordinators => coordinators ?? throw new InvalidOperationException("the cluster node is not started");
+
+    /// <summary>Heartbeats to the other hosts (reachability), and the leader's reaction to silent hosts and failed disks.</summary>
+    public HostMonitor Monitor => monitor ?? throw new InvalidOperationException("the cluster node is not started");
+
+    public bool FaultInjectionEnabled => options.EnableFaultInjection;
 
     public string HostId => inventory.HostId.ToString("N");
 
@@ -137,8 +143,10 @@ internal sealed class ClusterNode : INbdExportCatalog, IPeerRequestHandler, IAsy
         }
 
         metadata = new ClusterMetadata(service);
-        coordinators = new CoordinatorManager(metadata, Local, Peers, HostId, options.Time, Logger);
-        peerHandler = new ClusterPeerHandler(new ComponentPeerHandler(Local, new FenceAuthority(metadata)), coordinators);
+        var fences = new FenceAuthority(metadata);
+        coordinators = new CoordinatorManager(metadata, Local, Peers, fences, Resyncs, HostId, options.Failures, options.Time, Logger);
+        peerHandler = new ClusterPeerHandler(new ComponentPeerHandler(Local, fences), coordinators);
+        monitor = new HostMonitor(this, options.HeartbeatTimeout, options.Time, Logger);
         Log.ClusterRole(Logger, membership.Role, membership.ClusterId ?? "(new)", PeerEndpoint, membership.Role == Membership.Voter ? RaftEndpoint : "none (metadata client)");
     }
 
@@ -146,6 +154,7 @@ internal sealed class ClusterNode : INbdExportCatalog, IPeerRequestHandler, IAsy
     public void StartBackground()
     {
         Coordinators.Start();
+        Monitor.Start();
         registration = Task.Run(() => RegisterLoopAsync(stop.Token), CancellationToken.None);
     }
 
@@ -242,6 +251,11 @@ internal sealed class ClusterNode : INbdExportCatalog, IPeerRequestHandler, IAsy
 
         await stop.CancelAsync().ConfigureAwait(false);
         await registration.ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+        if (monitor is not null)
+        {
+            await monitor.DisposeAsync().ConfigureAwait(false);
+        }
+
         if (coordinators is not null)
         {
             await coordinators.DisposeAsync().ConfigureAwait(false);

@@ -2,6 +2,7 @@ using System.Collections.Concurrent;
 using Converge.Common;
 using Converge.Coordinator;
 using Converge.Coordinator.Peer;
+using Converge.Coordinator.Tracking;
 using Converge.Metadata;
 using Converge.Nbd;
 
@@ -25,22 +26,93 @@ internal sealed class CoordinatorManager : INbdExportCatalog, IAsyncDisposable
     private readonly PeerClients peers;
     private readonly TimeProvider time;
     private readonly ILogger logger;
+    private long repairedBytes;
+    private long repairs;
     private readonly ConcurrentDictionary<string, CoordinatedDisk> coordinated = new(StringComparer.Ordinal);
     private readonly SemaphoreSlim acquire = new(1, 1);
     private readonly CancellationTokenSource stop = new();
     private Task renewer = Task.CompletedTask;
 
-    public CoordinatorManager(ClusterMetadata metadata, LocalComponents local, PeerClients peers, string hostId, TimeProvider time, ILogger logger)
+    public CoordinatorManager(
+        ClusterMetadata metadata, LocalComponents local, PeerClients peers, IFenceAuthority fences, ResyncTracker resyncs, string hostId,
+        FailureOptions failureOptions, TimeProvider time, ILogger logger)
     {
         this.metadata = metadata;
         this.local = local;
         this.peers = peers;
         this.time = time;
         this.logger = logger;
+        Fences = fences;
+        Resyncs = resyncs;
         HostId = hostId;
+        ReplicaTimeout = failureOptions.ReplicaTimeout;
+        IntentRotation = failureOptions.IntentRotation;
+        ResyncBandwidth = failureOptions.ResyncBandwidthBytesPerSecond;
     }
 
     public string HostId { get; }
+
+    public ClusterMetadata Metadata => metadata;
+
+    public LocalComponents Local => local;
+
+    public PeerClients Peers => peers;
+
+    public IFenceAuthority Fences { get; }
+
+    public ResyncTracker Resyncs { get; }
+
+    public TimeProvider Time => time;
+
+    public ILogger Logger => logger;
+
+    /// <summary>A remote replica that does not answer within this is treated as failed.</summary>
+    public TimeSpan ReplicaTimeout { get; }
+
+    /// <summary>How often the write-intent slots are switched (and the older one cleared).</summary>
+    public TimeSpan IntentRotation { get; }
+
+    /// <summary>Resync and rebuild bandwidth limit per virtual disk, bytes per second (0: unlimited).</summary>
+    public long ResyncBandwidth { get; }
+
+    /// <summary>Checksum errors found by reads and rewritten from another replica, since start.</summary>
+    public long Repairs => Interlocked.Read(ref repairs);
+
+    public long RepairedBytes => Interlocked.Read(ref repairedBytes);
+
+    public void CountRepair(long bytes)
+    {
+        Interlocked.Increment(ref repairs);
+        Interlocked.Add(ref repairedBytes, bytes);
+    }
+
+    /// <summary>Whether a component's host answers and holds the component (for resync).</summary>
+    public async Task<bool> ComponentReachableAsync(Placement.ComponentPlacement component, CancellationToken cancellationToken)
+    {
+        if (component.HostId == HostId)
+        {
+            return local.FindComponent(component.ComponentId) is not null;
+        }
+
+        if (!metadata.Current.Hosts.TryGetValue(component.HostId, out var host))
+        {
+            return false;
+        }
+
+        try
+        {
+            using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+            timeout.CancelAfter(TimeSpan.FromSeconds(1));
+            await peers.Get(host.Endpoints.PeerData).SendAsync(
+                new PeerRequestHeader(PeerOp.Ping, PeerFlags.None, 0, component.ComponentId, 0, 0, 0, 0),
+                ReadOnlyMemory<byte>.Empty, Memory<byte>.Empty, timeout.Token).ConfigureAwait(false);
+            return true;
+        }
+        catch (Exception e) when (e is VolumeException or OperationCanceledException && !cancellationToken.IsCancellationRequested)
+        {
+            return false;
+        }
+    }
 
     public void Start() => renewer = Task.Run(() => RenewLoopAsync(stop.Token), CancellationToken.None);
 
@@ -98,7 +170,7 @@ internal sealed class CoordinatorManager : INbdExportCatalog, IAsyncDisposable
             var now = time.GetUtcNow();
             if (coordinated.TryGetValue(virtualDiskId, out var mine) && mine.IsValid(now))
             {
-                return mine.VolumeFor(vdisk);
+                return mine.Front;
             }
 
             if (vdisk.Lease is { } lease && lease.HostId != HostId && !lease.IsExpiredAt(now))
@@ -177,7 +249,7 @@ internal sealed class CoordinatorManager : INbdExportCatalog, IAsyncDisposable
             var now = time.GetUtcNow();
             if (coordinated.TryGetValue(virtualDiskId, out var mine) && mine.IsValid(now))
             {
-                return mine.VolumeFor(vdisk);
+                return mine.Front;
             }
 
             var lease = vdisk.Lease;
@@ -198,14 +270,29 @@ internal sealed class CoordinatorManager : INbdExportCatalog, IAsyncDisposable
             if (mine is null || mine.Epoch != granted.Epoch)
             {
                 mine?.Stop();
-                mine = new CoordinatedDisk(this, virtualDiskId, vdisk.Name, granted.Epoch);
+                var fresh = new CoordinatedDisk(this, virtualDiskId, vdisk.Name, granted.Epoch);
+                fresh.Extend(granted.ExpiresAt);
+
+                // A new coordinator (or this one after a restart) makes replicas agree before serving anything.
+                try
+                {
+                    await fresh.ReconcileAsync(cancellationToken).ConfigureAwait(false);
+                }
+                catch
+                {
+                    fresh.Stop();
+                    throw;
+                }
+
+                mine = fresh;
+                mine.Start();
             }
 
             mine.Extend(granted.ExpiresAt);
             coordinated[virtualDiskId] = mine;
             var current = metadata.Current.VirtualDisks.GetValueOrDefault(virtualDiskId) ?? vdisk;
             Log.Coordinating(logger, vdisk.Name, granted.Epoch, current.Generation);
-            return mine.VolumeFor(current);
+            return mine.Front;
         }
         finally
         {
@@ -264,94 +351,6 @@ internal sealed class CoordinatorManager : INbdExportCatalog, IAsyncDisposable
         }
     }
 
-    /// <summary>A virtual disk this host coordinates under one lease epoch.</summary>
-    private sealed class CoordinatedDisk(CoordinatorManager owner, string virtualDiskId, string name, long epoch)
-    {
-        private readonly Lock gate = new();
-        private (long Generation, ReplicatedVolume Volume)? built;
-        private long expiresAtTicks;
-        private volatile bool stopped;
-
-        public string VirtualDiskId { get; } = virtualDiskId;
-
-        public string Name { get; } = name;
-
-        public long Epoch { get; } = epoch;
-
-        public DateTimeOffset ExpiresAt => new(Interlocked.Read(ref expiresAtTicks), TimeSpan.Zero);
-
-        public void Extend(DateTimeOffset expiresAt)
-        {
-            var ticks = expiresAt.UtcTicks;
-            long seen;
-            do
-            {
-                seen = Interlocked.Read(ref expiresAtTicks);
-                if (seen >= ticks)
-                {
-                    return;
-                }
-            }
-            while (Interlocked.CompareExchange(ref expiresAtTicks, ticks, seen) != seen);
-        }
-
-        public void Stop() => stopped = true;
-
-        /// <summary>Serving stops <see cref="SafetyMargin"/> before the lease could expire anywhere.</summary>
-        public bool IsValid(DateTimeOffset now) => !stopped && now < ExpiresAt - SafetyMargin;
-
-        public IBlockVolume VolumeFor(VirtualDiskRecord vdisk)
-        {
-            lock (gate)
-            {
-                if (built is { } b && b.Generation == vdisk.Generation)
-                {
-                    return b.Volume;
-                }
-
-                var volume = Build(vdisk);
-                built = (vdisk.Generation, volume);
-                return volume;
-            }
-        }
-
-        private ReplicatedVolume Build(VirtualDiskRecord vdisk)
-        {
-            var state = owner.metadata.Current;
-            var generation = vdisk.Generation;
-            var epoch = Epoch;
-            var fence = new Fence(generation, epoch);
-            var active = new Dictionary<Guid, IBlockVolume>();
-            foreach (var component in vdisk.Layout.DataComponents)
-            {
-                if (vdisk.StateOf(component.ComponentId) != ComponentState.Active)
-                {
-                    continue;
-                }
-
-                IBlockVolume volume;
-                if (component.HostId == owner.HostId)
-                {
-                    volume = owner.local.FindComponent(component.ComponentId) as IBlockVolume
-                        ?? new MissingComponent(component.ComponentId, component.Length);
-                }
-                else if (state.Hosts.TryGetValue(component.HostId, out var host))
-                {
-                    volume = new RemoteComponent(
-                        component.ComponentId, LocalComponents.ComponentName(vdisk.Name, component.ComponentId), component.Length,
-                        owner.peers.Get(host.Endpoints.PeerData), () => fence);
-                }
-                else
-                {
-                    volume = new MissingComponent(component.ComponentId, component.Length);
-                }
-
-                active[component.ComponentId] = volume;
-            }
-
-            return new ReplicatedVolume(vdisk.Name, vdisk.SizeBytes, new StripeMap(vdisk.Layout), active);
-        }
-    }
 }
 
 /// <summary>
@@ -434,8 +433,12 @@ internal sealed class ExportVolume(CoordinatorManager manager, string virtualDis
 }
 
 /// <summary>An active component that this host should hold but does not find: every request fails, so no write is acknowledged without it.</summary>
-internal sealed class MissingComponent(Guid componentId, long size) : IBlockVolume
+internal sealed class MissingComponent(Guid componentId, long size) : IReplicaComponent
 {
+    public Guid ComponentId { get; } = componentId;
+
+    public bool IsLocal => true;
+
     public string Name { get; } = componentId.ToString("N");
 
     public long Size { get; } = size;
@@ -446,16 +449,37 @@ internal sealed class MissingComponent(Guid componentId, long size) : IBlockVolu
 
     public ValueTask WriteAsync(long offset, ReadOnlyMemory<byte> data, WriteFlags flags, CancellationToken cancellationToken) => Fail();
 
+    public ValueTask WriteAsync(long offset, ReadOnlyMemory<byte> data, WriteFlags flags, ChangeKinds track, CancellationToken cancellationToken) => Fail();
+
     public ValueTask FlushAsync(CancellationToken cancellationToken) => Fail();
 
     public ValueTask TrimAsync(long offset, long length, WriteFlags flags, CancellationToken cancellationToken) => Fail();
 
+    public ValueTask TrimAsync(long offset, long length, WriteFlags flags, ChangeKinds track, CancellationToken cancellationToken) => Fail();
+
     public ValueTask WriteZeroesAsync(long offset, long length, ZeroFlags flags, CancellationToken cancellationToken) => Fail();
+
+    public ValueTask WriteZeroesAsync(long offset, long length, ZeroFlags flags, ChangeKinds track, CancellationToken cancellationToken) => Fail();
 
     public ValueTask<IReadOnlyList<AllocationExtent>> GetAllocationAsync(long offset, long length, CancellationToken cancellationToken) =>
         ValueTask.FromException<IReadOnlyList<AllocationExtent>>(Error());
 
+    public ValueTask<List<ChangedRange>> ReadChangesAsync(ChangeKinds kinds, CancellationToken cancellationToken) =>
+        ValueTask.FromException<List<ChangedRange>>(Error());
+
+    public ValueTask ClearChangesAsync(ChangeKinds kinds, long offset, long length, CancellationToken cancellationToken) => Fail();
+
     private ValueTask Fail() => ValueTask.FromException(Error());
 
     private VolumeException Error() => new(VolumeError.Unavailable, $"component {Name} is not on this host's online disks");
+}
+
+/// <summary>Failure handling knobs of a host's coordinators (docs/failures.md).</summary>
+public sealed record FailureOptions
+{
+    public TimeSpan ReplicaTimeout { get; init; } = TimeSpan.FromSeconds(3);
+
+    public TimeSpan IntentRotation { get; init; } = TimeSpan.FromSeconds(10);
+
+    public long ResyncBandwidthBytesPerSecond { get; init; } = 256L << 20;
 }

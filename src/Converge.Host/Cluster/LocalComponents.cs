@@ -1,6 +1,8 @@
+using System.Collections.Concurrent;
 using System.Security.Cryptography;
 using Converge.Common;
 using Converge.Coordinator.Peer;
+using Converge.Coordinator.Tracking;
 using Converge.Storage;
 
 namespace Converge.Host.Cluster;
@@ -12,13 +14,73 @@ namespace Converge.Host.Cluster;
 internal sealed class LocalComponents(HostInventory inventory) : ILocalComponents
 {
     private readonly SemaphoreSlim mutation = new(1, 1);
+    private readonly ConcurrentDictionary<Guid, ChangeMap> changeMaps = new();
+    private readonly ConcurrentDictionary<Guid, bool> failedDisks = new();
+
+    /// <summary>Test hook (--enable-fault-injection): every I/O to the disk's components fails with EIO from now on.</summary>
+    public void InjectDiskFailure(Guid diskId, bool failing)
+    {
+        if (failing)
+        {
+            failedDisks[diskId] = true;
+        }
+        else
+        {
+            failedDisks.TryRemove(diskId, out _);
+        }
+    }
 
     public static string ComponentName(string virtualDiskName, Guid componentId) => $"{virtualDiskName}/{componentId:N}";
+
+    /// <summary>The store id of a data component's change map: derived, so it needs no metadata of its own.</summary>
+    public static Guid ChangeMapId(Guid componentId)
+    {
+        Span<byte> bytes = stackalloc byte[16];
+        componentId.TryWriteBytes(bytes);
+        bytes[15] ^= 0xC3;
+        bytes[14] ^= 0x5A;
+        return new Guid(bytes);
+    }
+
+    public async ValueTask<ChangeMap> GetChangeMapAsync(Guid componentId, CancellationToken cancellationToken)
+    {
+        if (changeMaps.TryGetValue(componentId, out var map))
+        {
+            return map;
+        }
+
+        await mutation.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            if (changeMaps.TryGetValue(componentId, out map))
+            {
+                return map;
+            }
+
+            var component = FindComponent(componentId)
+                ?? throw new VolumeException(VolumeError.Unavailable, $"component {componentId:N} is not on this host's online disks");
+            var mapId = ChangeMapId(componentId);
+            var store = FindComponent(mapId)
+                ?? await component.Disk.CreateComponentAsync(mapId, component.Name + ".map", ChangeMap.MapBytes, cancellationToken).ConfigureAwait(false);
+            map = new ChangeMap(store, component.Size);
+            changeMaps[componentId] = map;
+            return map;
+        }
+        finally
+        {
+            mutation.Release();
+        }
+    }
 
     public StoreComponent? FindComponent(Guid componentId)
     {
         foreach (var store in inventory.OnlineStores)
         {
+            if (!failedDisks.IsEmpty && failedDisks.ContainsKey(store.Id))
+            {
+                continue;
+            }
+
             if (store.FindComponent(componentId) is { } component)
             {
                 return component;
@@ -28,7 +90,21 @@ internal sealed class LocalComponents(HostInventory inventory) : ILocalComponent
         return null;
     }
 
-    public IBlockVolume? Find(Guid componentId) => FindComponent(componentId);
+    public IBlockVolume? Find(Guid componentId)
+    {
+        if (!failedDisks.IsEmpty)
+        {
+            foreach (var store in inventory.OnlineStores)
+            {
+                if (failedDisks.ContainsKey(store.Id) && store.FindComponent(componentId) is not null)
+                {
+                    return new FailingDiskComponent(componentId, store.Path);
+                }
+            }
+        }
+
+        return FindComponent(componentId);
+    }
 
     public async ValueTask EnsureAsync(Guid componentId, Guid diskId, string name, long sizeBytes, CancellationToken cancellationToken)
     {
@@ -69,6 +145,12 @@ internal sealed class LocalComponents(HostInventory inventory) : ILocalComponent
             {
                 await existing.Disk.DeleteComponentAsync(componentId, cancellationToken).ConfigureAwait(false);
             }
+
+            changeMaps.TryRemove(componentId, out _);
+            if (FindComponent(ChangeMapId(componentId)) is { } map)
+            {
+                await map.Disk.DeleteComponentAsync(map.Id, cancellationToken).ConfigureAwait(false);
+            }
         }
         finally
         {
@@ -96,4 +178,31 @@ internal sealed class LocalComponents(HostInventory inventory) : ILocalComponent
 
         return Convert.ToHexStringLower(hash.GetHashAndReset());
     }
+}
+
+/// <summary>A component on a disk that fails every I/O (fault injection): what a dying device looks like to peers.</summary>
+internal sealed class FailingDiskComponent(Guid componentId, string diskPath) : IBlockVolume
+{
+    public string Name { get; } = componentId.ToString("N");
+
+    public long Size => 0;
+
+    public VolumeCapabilities Capabilities => VolumeCapabilities.None;
+
+    public ValueTask ReadAsync(long offset, Memory<byte> buffer, CancellationToken cancellationToken) => Fail();
+
+    public ValueTask WriteAsync(long offset, ReadOnlyMemory<byte> data, WriteFlags flags, CancellationToken cancellationToken) => Fail();
+
+    public ValueTask FlushAsync(CancellationToken cancellationToken) => Fail();
+
+    public ValueTask TrimAsync(long offset, long length, WriteFlags flags, CancellationToken cancellationToken) => Fail();
+
+    public ValueTask WriteZeroesAsync(long offset, long length, ZeroFlags flags, CancellationToken cancellationToken) => Fail();
+
+    public ValueTask<IReadOnlyList<AllocationExtent>> GetAllocationAsync(long offset, long length, CancellationToken cancellationToken) =>
+        ValueTask.FromException<IReadOnlyList<AllocationExtent>>(Error());
+
+    private ValueTask Fail() => ValueTask.FromException(Error());
+
+    private VolumeException Error() => new(VolumeError.IO, $"disk {diskPath} fails I/O (injected fault)");
 }

@@ -1,0 +1,619 @@
+using Converge.Common;
+using Converge.Coordinator;
+using Converge.Coordinator.Tracking;
+using Converge.Metadata;
+using Converge.Placement;
+
+namespace Converge.Host.Cluster;
+
+/// <summary>
+/// A virtual disk this host coordinates under one lease epoch (docs/failures.md): it serves I/O through a
+/// <see cref="ReplicatedVolume"/> rebuilt for every configuration generation, turns replica failures into committed
+/// component states before anything is acknowledged without the replica, reconciles write intents when it takes
+/// over, rotates the intent slots, and resyncs components that come back.
+/// </summary>
+internal sealed class CoordinatedDisk : IReplicaObserver
+{
+    private const int CopyChunk = 1 << 20;
+    private readonly CoordinatorManager owner;
+    private readonly Lock gate = new();
+    private readonly CancellationTokenSource stop = new();
+    private readonly SemaphoreSlim failureHandling = new(1, 1);
+    private (long Generation, ReplicatedVolume Volume)? built;
+    private long expiresAtTicks;
+    private long lastRotation;
+    private volatile bool stopped;
+    private Task maintenance = Task.CompletedTask;
+
+    public CoordinatedDisk(CoordinatorManager owner, string virtualDiskId, string name, long epoch)
+    {
+        this.owner = owner;
+        VirtualDiskId = virtualDiskId;
+        Name = name;
+        Epoch = epoch;
+        Front = new CoordinatorVolume(this);
+        lastRotation = owner.Time.GetTimestamp();
+    }
+
+    public string VirtualDiskId { get; }
+
+    public string Name { get; }
+
+    public long Epoch { get; }
+
+    /// <summary>What requests are served through: resolves the current configuration per request, retries after failures.</summary>
+    public IBlockVolume Front { get; }
+
+    public WriteIntents Intents { get; } = new();
+
+    public RangeLock Locks { get; } = new();
+
+    public DateTimeOffset ExpiresAt => new(Interlocked.Read(ref expiresAtTicks), TimeSpan.Zero);
+
+    public void Extend(DateTimeOffset expiresAt)
+    {
+        var ticks = expiresAt.UtcTicks;
+        long seen;
+        do
+        {
+            seen = Interlocked.Read(ref expiresAtTicks);
+            if (seen >= ticks)
+            {
+                return;
+            }
+        }
+        while (Interlocked.CompareExchange(ref expiresAtTicks, ticks, seen) != seen);
+    }
+
+    public void Start() => maintenance = Task.Run(() => MaintainAsync(stop.Token), CancellationToken.None);
+
+    public void Stop()
+    {
+        stopped = true;
+        stop.Cancel();
+    }
+
+    /// <summary>Serving stops <see cref="CoordinatorManager.SafetyMargin"/> before the lease could expire anywhere.</summary>
+    public bool IsValid(DateTimeOffset now) => !stopped && now < ExpiresAt - CoordinatorManager.SafetyMargin;
+
+    /// <summary>The volume for the current configuration; Unavailable when the lease lapsed or the disk is gone.</summary>
+    public ReplicatedVolume Current()
+    {
+        if (!IsValid(owner.Time.GetUtcNow()))
+        {
+            throw new VolumeException(VolumeError.Unavailable, $"virtual disk '{Name}': this host's coordinator lease lapsed");
+        }
+
+        if (!owner.Metadata.Current.VirtualDisks.TryGetValue(VirtualDiskId, out var vdisk))
+        {
+            throw new VolumeException(VolumeError.Unavailable, $"virtual disk '{Name}' does not exist (deleted?)");
+        }
+
+        lock (gate)
+        {
+            if (built is { } b && b.Generation == vdisk.Generation)
+            {
+                return b.Volume;
+            }
+
+            var volume = Build(vdisk);
+            built = (vdisk.Generation, volume);
+            return volume;
+        }
+    }
+
+    private ReplicatedVolume Build(VirtualDiskRecord vdisk)
+    {
+        var state = owner.Metadata.Current;
+        var fence = new Fence(vdisk.Generation, Epoch);
+        var members = new Dictionary<Guid, IReplicaComponent>();
+        var active = new HashSet<Guid>();
+        foreach (var component in vdisk.Layout.Components)
+        {
+            var componentState = vdisk.StateOf(component.ComponentId);
+            if (componentState == ComponentState.Active)
+            {
+                active.Add(component.ComponentId);
+            }
+
+            if (component.Role != ComponentRole.Data || componentState is not (ComponentState.Active or ComponentState.Resyncing))
+            {
+                continue;
+            }
+
+            IReplicaComponent replica;
+            if (component.HostId == owner.HostId)
+            {
+                replica = owner.Local.FindComponent(component.ComponentId) is { } local
+                    ? new LocalReplica(component.ComponentId, local, owner.Local, owner.Fences, fence)
+                    : new MissingComponent(component.ComponentId, component.Length);
+            }
+            else if (state.Hosts.TryGetValue(component.HostId, out var host))
+            {
+                replica = new RemoteComponent(
+                    component.ComponentId, LocalComponents.ComponentName(vdisk.Name, component.ComponentId), component.Length,
+                    owner.Peers.Get(host.Endpoints.PeerData), () => fence);
+            }
+            else
+            {
+                replica = new MissingComponent(component.ComponentId, component.Length);
+            }
+
+            members[component.ComponentId] = replica;
+        }
+
+        return new ReplicatedVolume(
+            vdisk.Name, vdisk.SizeBytes, vdisk.Generation, new StripeMap(vdisk.Layout), members, active, Intents, Locks, this, owner.ReplicaTimeout);
+    }
+
+    /// <summary>
+    /// Acts on a failed request before it is retried: fence refusals mean our metadata is behind (catch up);
+    /// other failures commit the failed components absent — the write is then retried without them, and only then
+    /// acknowledged (DESIGN.md, "Acknowledging writes"). Refuses, with an I/O error, to commit a state that would
+    /// leave the object inaccessible, and fails when the metadata quorum cannot be reached (a partitioned minority).
+    /// </summary>
+    public async Task HandleFailureAsync(ReplicaFailureException failure, CancellationToken cancellationToken)
+    {
+        if (failure.OnlyFenced)
+        {
+            await owner.Fences.CatchUpAsync(cancellationToken).ConfigureAwait(false);
+            return;
+        }
+
+        await failureHandling.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            var failed = failure.Failures.Where(f => f.Value.Error != VolumeError.ReadOnly).ToDictionary();
+            await MarkFailedAsync(failed, failure.Generation, cancellationToken).ConfigureAwait(false);
+        }
+        finally
+        {
+            failureHandling.Release();
+        }
+    }
+
+    private async Task MarkFailedAsync(Dictionary<Guid, VolumeException> failed, long generation, CancellationToken cancellationToken)
+    {
+        if (!owner.Metadata.Current.VirtualDisks.TryGetValue(VirtualDiskId, out var vdisk))
+        {
+            throw new VolumeException(VolumeError.Unavailable, $"virtual disk '{Name}' does not exist (deleted?)");
+        }
+
+        if (vdisk.Generation != generation)
+        {
+            return; // The configuration moved on (maybe these very components were marked already): retry under it.
+        }
+
+        var marks = failed
+            .Where(f => vdisk.StateOf(f.Key) is ComponentState.Active or ComponentState.Resyncing)
+            .Select(f => (Id: f.Key, State: f.Value.Error == VolumeError.NoSpace ? ComponentState.Degraded : ComponentState.Absent, Reason: f.Value.Message))
+            .ToList();
+        var marked = marks.Select(m => m.Id).ToHashSet();
+        if (!vdisk.Layout.IsAccessible(c => vdisk.StateOf(c.ComponentId) == ComponentState.Active && !marked.Contains(c.ComponentId)))
+        {
+            throw new VolumeException(
+                failed.Values.First().Error == VolumeError.NoSpace ? VolumeError.NoSpace : VolumeError.IO,
+                $"virtual disk '{Name}': {failed.Count} replica(s) failed and the rest would not keep it accessible: {failed.Values.First().Message}");
+        }
+
+        var expected = generation;
+        foreach (var (id, componentState, reason) in marks)
+        {
+            CommandResult result;
+            try
+            {
+                result = await owner.Metadata.ProposeAsync(
+                    new SetComponentState(Guid.NewGuid(), VirtualDiskId, id, componentState, expected), cancellationToken, timeout: TimeSpan.FromSeconds(5)).ConfigureAwait(false);
+            }
+            catch (Exception e) when (e is MetadataUnavailableException or HttpRequestException or OperationCanceledException && !cancellationToken.IsCancellationRequested)
+            {
+                // Without a committed state change nothing may be acknowledged without the replica: fail the write.
+                throw new VolumeException(VolumeError.IO, $"virtual disk '{Name}': a replica failed and the change could not be committed (no metadata quorum): {e.Message}", e);
+            }
+
+            if (!result.Succeeded || result.Generation is not { } next)
+            {
+                return;
+            }
+
+            expected = next;
+            Log.ComponentStateChanged(owner.Logger, Name, id.ToString("N"), componentState.ToString().ToLowerInvariant(), next, reason);
+        }
+    }
+
+    public void ReadFailed(Guid componentId, VolumeException error)
+    {
+        if (stopped || failureHandling.CurrentCount == 0)
+        {
+            return;
+        }
+
+        var generation = built?.Generation ?? -1;
+        _ = Task.Run(async () =>
+        {
+            try
+            {
+                await failureHandling.WaitAsync(stop.Token).ConfigureAwait(false);
+                try
+                {
+                    await MarkFailedAsync(new Dictionary<Guid, VolumeException> { [componentId] = error }, generation, stop.Token).ConfigureAwait(false);
+                }
+                finally
+                {
+                    failureHandling.Release();
+                }
+            }
+            catch (Exception e) when (e is VolumeException or OperationCanceledException or ObjectDisposedException)
+            {
+            }
+        });
+    }
+
+    public void Repaired(Guid componentId, long bytes)
+    {
+        using var progress = owner.Resyncs.Begin(VirtualDiskId, Name, componentId, owner.HostId, ResyncKind.Repair, bytes);
+        progress.Advance(bytes);
+        progress.Complete();
+        owner.CountRepair(bytes);
+        Log.Repaired(owner.Logger, Name, componentId.ToString("N"), bytes);
+    }
+
+    /// <summary>
+    /// Before serving as a new coordinator: replicas may differ where writes were in flight when the previous
+    /// coordinator stopped. Every region an active replica recorded as intended is copied from one replica to the
+    /// others, so that any replica returns the same bytes afterwards (DESIGN.md, "Coordinator failover").
+    /// </summary>
+    public async Task ReconcileAsync(CancellationToken cancellationToken)
+    {
+        for (var attempt = 0; ; attempt++)
+        {
+            var volume = Current();
+            try
+            {
+                await ReconcileOnceAsync(volume, cancellationToken).ConfigureAwait(false);
+                return;
+            }
+            catch (ReplicaFailureException e) when (attempt < 4)
+            {
+                await HandleFailureAsync(e, cancellationToken).ConfigureAwait(false);
+            }
+        }
+    }
+
+    private async Task ReconcileOnceAsync(ReplicatedVolume volume, CancellationToken cancellationToken)
+    {
+        var buffer = new byte[CopyChunk];
+        foreach (var group in volume.Map.Layout.DataComponents.GroupBy(c => (c.Stripe, c.StripeOffset)))
+        {
+            var members = group.Where(c => volume.Members.ContainsKey(c.ComponentId)).ToList();
+            var readable = members.Where(c => volume.IsReadable(c.ComponentId)).ToList();
+            if (readable.Count == 0 || members.Count < 2)
+            {
+                continue;
+            }
+
+            var ranges = new List<ChangedRange>();
+            foreach (var member in readable)
+            {
+                ranges.AddRange(await ReadChangesAsync(volume, member.ComponentId, ChangeKinds.Intents, cancellationToken).ConfigureAwait(false));
+            }
+
+            ranges = ChangeMap.Merge(ranges);
+            var total = ranges.Sum(r => r.Length);
+            if (total > 0)
+            {
+                var started = owner.Time.GetTimestamp();
+                using var progress = owner.Resyncs.Begin(VirtualDiskId, Name, members[0].ComponentId, owner.HostId, ResyncKind.Reconcile, total);
+                var targets = members.Select(m => m.ComponentId).ToList();
+                foreach (var range in ranges)
+                {
+                    for (var at = range.Offset; at < range.End; at += CopyChunk)
+                    {
+                        var length = (int)Math.Min(CopyChunk, range.End - at);
+                        await volume.CopyAsync(group.Key.Stripe, group.Key.StripeOffset + at, length, targets, buffer, cancellationToken).ConfigureAwait(false);
+                        progress.Advance(length);
+                    }
+                }
+
+                progress.Complete();
+                Log.CopyFinished(owner.Logger, Name, "reconcile", members[0].ComponentId.ToString("N"), total, owner.Time.GetElapsedTime(started).TotalSeconds);
+            }
+
+            foreach (var member in readable)
+            {
+                await volume.Members[member.ComponentId].ClearChangesAsync(ChangeKinds.Intents, 0, member.Length, cancellationToken).ConfigureAwait(false);
+            }
+        }
+    }
+
+    private static async Task<List<ChangedRange>> ReadChangesAsync(ReplicatedVolume volume, Guid componentId, ChangeKinds kinds, CancellationToken cancellationToken)
+    {
+        try
+        {
+            return await volume.Members[componentId].ReadChangesAsync(kinds, cancellationToken).ConfigureAwait(false);
+        }
+        catch (VolumeException e) when (e is not ReplicaFailureException)
+        {
+            throw new ReplicaFailureException(new Dictionary<Guid, VolumeException> { [componentId] = e }, volume.Generation);
+        }
+    }
+
+    private async Task MaintainAsync(CancellationToken cancellationToken)
+    {
+        using var timer = new PeriodicTimer(TimeSpan.FromSeconds(1), owner.Time);
+        try
+        {
+            while (await timer.WaitForNextTickAsync(cancellationToken).ConfigureAwait(false))
+            {
+                try
+                {
+                    if (!IsValid(owner.Time.GetUtcNow()))
+                    {
+                        continue;
+                    }
+
+                    if (owner.Time.GetElapsedTime(lastRotation) >= owner.IntentRotation)
+                    {
+                        await RotateIntentsAsync(cancellationToken).ConfigureAwait(false);
+                    }
+
+                    await ResyncReturningAsync(cancellationToken).ConfigureAwait(false);
+                }
+                catch (Exception e) when (e is VolumeException or MetadataUnavailableException or HttpRequestException || (e is OperationCanceledException && !cancellationToken.IsCancellationRequested))
+                {
+                    Log.CopyFailed(owner.Logger, Name, "maintenance", "-", e.Message);
+                }
+            }
+        }
+        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+        {
+        }
+    }
+
+    /// <summary>
+    /// New writes mark the other intent slot; once every write that marked the old one has finished and the replicas
+    /// are flushed, the old slot is cleared, so a takeover reconciles only recent regions.
+    /// </summary>
+    private async Task RotateIntentsAsync(CancellationToken cancellationToken)
+    {
+        lastRotation = owner.Time.GetTimestamp();
+        var old = Intents.Switch();
+        var deadline = owner.Time.GetTimestamp();
+        while (Intents.InFlight(old) > 0)
+        {
+            if (owner.Time.GetElapsedTime(deadline) > TimeSpan.FromSeconds(10))
+            {
+                return;
+            }
+
+            await Task.Delay(TimeSpan.FromMilliseconds(5), owner.Time, cancellationToken).ConfigureAwait(false);
+        }
+
+        var volume = Current();
+        try
+        {
+            await volume.FlushAsync(cancellationToken).ConfigureAwait(false);
+            foreach (var member in volume.Members.Values)
+            {
+                await member.ClearChangesAsync(WriteIntents.KindOf(old), 0, member.Size, cancellationToken).ConfigureAwait(false);
+            }
+        }
+        catch (VolumeException)
+        {
+            // Bits left set cost a larger reconcile after a takeover, nothing else; a failed replica is found by I/O.
+        }
+    }
+
+    /// <summary>Resyncs data components that are absent, stale or resyncing, when their host answers again.</summary>
+    private async Task ResyncReturningAsync(CancellationToken cancellationToken)
+    {
+        if (!owner.Metadata.Current.VirtualDisks.TryGetValue(VirtualDiskId, out var vdisk))
+        {
+            return;
+        }
+
+        foreach (var component in vdisk.Layout.DataComponents)
+        {
+            var componentState = vdisk.StateOf(component.ComponentId);
+            if (componentState is not (ComponentState.Absent or ComponentState.Stale or ComponentState.Resyncing))
+            {
+                continue;
+            }
+
+            if (!await owner.ComponentReachableAsync(component, cancellationToken).ConfigureAwait(false))
+            {
+                continue;
+            }
+
+            await ResyncAsync(component, cancellationToken).ConfigureAwait(false);
+            if (!owner.Metadata.Current.VirtualDisks.TryGetValue(VirtualDiskId, out vdisk))
+            {
+                return;
+            }
+        }
+    }
+
+    private async Task ResyncAsync(ComponentPlacement component, CancellationToken cancellationToken)
+    {
+        var vdisk = owner.Metadata.Current.VirtualDisks[VirtualDiskId];
+        if (vdisk.StateOf(component.ComponentId) != ComponentState.Resyncing)
+        {
+            var result = await owner.Metadata.ProposeAsync(
+                new SetComponentState(Guid.NewGuid(), VirtualDiskId, component.ComponentId, ComponentState.Resyncing, vdisk.Generation), cancellationToken).ConfigureAwait(false);
+            if (!result.Succeeded)
+            {
+                return;
+            }
+
+            Log.ComponentStateChanged(owner.Logger, Name, component.ComponentId.ToString("N"), "resyncing", result.Generation ?? 0, "its host answers again");
+        }
+
+        var volume = Current();
+        if (!volume.Members.TryGetValue(component.ComponentId, out var target))
+        {
+            return;
+        }
+
+        var started = owner.Time.GetTimestamp();
+
+        // What it missed: blocks its active siblings recorded dirty, plus regions it may have written itself without
+        // the others (its own write intents from before it left).
+        var ranges = new List<ChangedRange>();
+        try
+        {
+            foreach (var sibling in volume.Siblings(component).Where(s => volume.IsReadable(s.ComponentId)))
+            {
+                ranges.AddRange(await volume.Members[sibling.ComponentId].ReadChangesAsync(ChangeKinds.Dirty, cancellationToken).ConfigureAwait(false));
+            }
+
+            ranges.AddRange(await target.ReadChangesAsync(ChangeKinds.Intents, cancellationToken).ConfigureAwait(false));
+        }
+        catch (VolumeException e)
+        {
+            Log.CopyFailed(owner.Logger, Name, "resync", component.ComponentId.ToString("N"), e.Message);
+            return;
+        }
+
+        ranges = ChangeMap.Merge(ranges);
+        var total = ranges.Sum(r => r.Length);
+        using var progress = owner.Resyncs.Begin(VirtualDiskId, Name, component.ComponentId, component.HostId, ResyncKind.Resync, total);
+        var buffer = new byte[CopyChunk];
+        var copied = 0L;
+        try
+        {
+            foreach (var range in ranges)
+            {
+                for (var at = range.Offset; at < range.End; at += CopyChunk)
+                {
+                    var length = (int)Math.Min(CopyChunk, range.End - at);
+                    await volume.CopyAsync(component.Stripe, component.StripeOffset + at, length, [component.ComponentId], buffer, cancellationToken).ConfigureAwait(false);
+                    progress.Advance(length);
+                    copied += length;
+                    await ThrottleAsync(copied, started, cancellationToken).ConfigureAwait(false);
+                }
+            }
+
+            await target.FlushAsync(cancellationToken).ConfigureAwait(false);
+        }
+        catch (VolumeException e)
+        {
+            // A failure during the copy: the dirty bits are untouched, so the next attempt starts over safely.
+            Log.CopyFailed(owner.Logger, Name, "resync", component.ComponentId.ToString("N"), e.Message);
+            if (e is ReplicaFailureException failure)
+            {
+                await HandleFailureAsync(failure, cancellationToken).ConfigureAwait(false);
+            }
+
+            return;
+        }
+
+        var activated = await owner.Metadata.ProposeAsync(
+            new SetComponentState(Guid.NewGuid(), VirtualDiskId, component.ComponentId, ComponentState.Active, volume.Generation), cancellationToken).ConfigureAwait(false);
+        if (!activated.Succeeded)
+        {
+            return;
+        }
+
+        progress.Complete();
+        Log.CopyFinished(owner.Logger, Name, "resync", component.ComponentId.ToString("N"), copied, owner.Time.GetElapsedTime(started).TotalSeconds);
+        Log.ComponentStateChanged(owner.Logger, Name, component.ComponentId.ToString("N"), "active", activated.Generation ?? 0, "resync complete");
+
+        // Dirty bits are needed until every replica is back; then they are history.
+        var now = owner.Metadata.Current.VirtualDisks[VirtualDiskId];
+        if (now.Layout.DataComponents.All(c => now.StateOf(c.ComponentId) == ComponentState.Active))
+        {
+            var healthy = Current();
+            foreach (var member in healthy.Members.Values)
+            {
+                try
+                {
+                    await member.ClearChangesAsync(ChangeKinds.Dirty, 0, member.Size, cancellationToken).ConfigureAwait(false);
+                }
+                catch (VolumeException)
+                {
+                    // Left-over bits only make a later resync copy more than it must.
+                }
+            }
+        }
+    }
+
+    /// <summary>Keeps a copy at or below the resync bandwidth limit, so client I/O keeps its share.</summary>
+    private async Task ThrottleAsync(long copied, long started, CancellationToken cancellationToken)
+    {
+        var limit = owner.ResyncBandwidth;
+        if (limit <= 0)
+        {
+            return;
+        }
+
+        var due = TimeSpan.FromSeconds((double)copied / limit);
+        var elapsed = owner.Time.GetElapsedTime(started);
+        if (due > elapsed)
+        {
+            await Task.Delay(due - elapsed, owner.Time, cancellationToken).ConfigureAwait(false);
+        }
+    }
+}
+
+/// <summary>
+/// The coordinator's face to clients: each request runs on the volume of the current configuration; after a replica
+/// failure the coordinator commits the change and the request is retried under the new configuration (writes are
+/// idempotent), so a client sees an error only when the object cannot stay accessible.
+/// </summary>
+internal sealed class CoordinatorVolume(CoordinatedDisk disk) : IBlockVolume
+{
+    private const int Attempts = 6;
+
+    public string Name => disk.Name;
+
+    public long Size => disk.Current().Size;
+
+    public VolumeCapabilities Capabilities =>
+        VolumeCapabilities.Flush | VolumeCapabilities.Fua | VolumeCapabilities.Trim | VolumeCapabilities.WriteZeroes |
+        VolumeCapabilities.FastZero | VolumeCapabilities.BlockStatus | VolumeCapabilities.MultiConn;
+
+    public ValueTask ReadAsync(long offset, Memory<byte> buffer, CancellationToken cancellationToken) =>
+        RunAsync(v => v.ReadAsync(offset, buffer, cancellationToken), cancellationToken);
+
+    public ValueTask WriteAsync(long offset, ReadOnlyMemory<byte> data, WriteFlags flags, CancellationToken cancellationToken) =>
+        RunAsync(v => v.WriteAsync(offset, data, flags, cancellationToken), cancellationToken);
+
+    public ValueTask FlushAsync(CancellationToken cancellationToken) =>
+        RunAsync(v => v.FlushAsync(cancellationToken), cancellationToken);
+
+    public ValueTask TrimAsync(long offset, long length, WriteFlags flags, CancellationToken cancellationToken) =>
+        RunAsync(v => v.TrimAsync(offset, length, flags, cancellationToken), cancellationToken);
+
+    public ValueTask WriteZeroesAsync(long offset, long length, ZeroFlags flags, CancellationToken cancellationToken) =>
+        RunAsync(v => v.WriteZeroesAsync(offset, length, flags, cancellationToken), cancellationToken);
+
+    public async ValueTask<IReadOnlyList<AllocationExtent>> GetAllocationAsync(long offset, long length, CancellationToken cancellationToken)
+    {
+        IReadOnlyList<AllocationExtent> result = [];
+        await RunAsync(async v => result = await v.GetAllocationAsync(offset, length, cancellationToken).ConfigureAwait(false), cancellationToken).ConfigureAwait(false);
+        return result;
+    }
+
+    private async ValueTask RunAsync(Func<ReplicatedVolume, ValueTask> operation, CancellationToken cancellationToken)
+    {
+        for (var attempt = 1; ; attempt++)
+        {
+            var volume = disk.Current();
+            try
+            {
+                await operation(volume).ConfigureAwait(false);
+                return;
+            }
+            catch (ReplicaFailureException e) when (attempt < Attempts)
+            {
+                await disk.HandleFailureAsync(e, cancellationToken).ConfigureAwait(false);
+            }
+            catch (VolumeException e) when (e.Error == VolumeError.ReadOnly && e is not ReplicaFailureException && attempt < Attempts)
+            {
+                // A read refused as fenced: our metadata is behind the component's.
+                await disk.HandleFailureAsync(
+                    new ReplicaFailureException(new Dictionary<Guid, VolumeException> { [Guid.Empty] = e }, volume.Generation), cancellationToken).ConfigureAwait(false);
+            }
+        }
+    }
+}
