@@ -192,9 +192,9 @@ public sealed class FaultInjectionTests(ITestOutputHelper output)
             async () =>
             {
                 resyncAfter = await cluster.ResyncTotalsAsync();
-                return resyncAfter.BytesCopied > resyncBefore.BytesCopied && resyncAfter.CopiesCompleted > resyncBefore.CopiesCompleted;
+                return resyncAfter.Repairs > resyncBefore.Repairs && resyncAfter.RepairedBytes >= resyncBefore.RepairedBytes + 4096;
             },
-            $"a repair copy to be counted (before: {resyncBefore})",
+            $"a repair of at least 4 KiB to be counted (before: {resyncBefore})",
             TimeSpan.FromSeconds(30));
         var checksumAfter = (await roles.Coordinator.Api.ListDisksAsync()).Single(d => d.Id == component.DiskId).ChecksumErrors;
         log.Line($"counters: disk checksumErrors {checksumBefore} -> {checksumAfter}; resync {resyncBefore} -> {resyncAfter}");

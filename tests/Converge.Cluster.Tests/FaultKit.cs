@@ -8,10 +8,11 @@ using Xunit.Abstractions;
 namespace Converge.Cluster.Tests;
 
 /// <summary>What <c>GET /internal/v1/resync</c> reported, summed over the hosts that answered.</summary>
-public sealed record ResyncTotals(long BytesCopied, long CopiesCompleted, int Running, string Detail)
+public sealed record ResyncTotals(long BytesCopied, long CopiesCompleted, int Running, long Repairs, long RepairedBytes, string Detail)
 {
-    public override string ToString() =>
-        $"bytesCopied {BytesCopied.ToString(CultureInfo.InvariantCulture)}, copiesCompleted {CopiesCompleted.ToString(CultureInfo.InvariantCulture)}, running {Running.ToString(CultureInfo.InvariantCulture)}";
+    public override string ToString() => string.Create(
+        CultureInfo.InvariantCulture,
+        $"bytesCopied {BytesCopied}, copiesCompleted {CopiesCompleted}, running {Running}, repairs {Repairs}, repairedBytes {RepairedBytes}");
 }
 
 /// <summary>Helpers of the fault-injection tests: component states, coordinator, replica digests, resync counters.</summary>
@@ -151,7 +152,7 @@ public static class FaultKit
     /// <summary>Sums <c>GET /internal/v1/resync</c> over every serving host (each reports the copies it ran as a coordinator).</summary>
     public static async Task<ResyncTotals> ResyncTotalsAsync(this TestCluster cluster)
     {
-        long bytes = 0, copies = 0;
+        long bytes = 0, copies = 0, repairs = 0, repairedBytes = 0;
         var running = 0;
         var detail = new StringBuilder();
         foreach (var host in cluster.Hosts.Where(h => h.IsServing))
@@ -170,10 +171,12 @@ public static class FaultKit
             bytes += root.GetProperty("bytesCopied").GetInt64();
             copies += root.TryGetProperty("copiesCompleted", out var c) ? c.GetInt64() : 0;
             running += root.TryGetProperty("running", out var r) && r.ValueKind == JsonValueKind.Array ? r.GetArrayLength() : 0;
+            repairs += root.TryGetProperty("repairs", out var rp) ? rp.GetInt64() : 0;
+            repairedBytes += root.TryGetProperty("repairedBytes", out var rb) ? rb.GetInt64() : 0;
             detail.Append(CultureInfo.InvariantCulture, $"{host.Name}: {body}\n");
         }
 
-        return new ResyncTotals(bytes, copies, running, detail.ToString());
+        return new ResyncTotals(bytes, copies, running, repairs, repairedBytes, detail.ToString());
     }
 
     /// <summary>Waits until no host reports a running copy.</summary>
