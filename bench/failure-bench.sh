@@ -202,7 +202,7 @@ delta_phase() {
   kill -KILL "${pid[$victim]}"
   wait_absent h1 bench "$victim" 30 || { result[delta]="$victim never became absent"; start_host "$victim"; return; }
   if ! fio --name=delta --ioengine=nbd --uri="$(uri h1 bench)" --rw=randwrite --bs=4k --iodepth=16 --size=2G \
-      --norandommap=0 --random_generator=lfsr --io_size=$((blocks * 4096)) --rate_iops="$DELTA_IOPS" \
+      --random_generator=lfsr --io_size=$((blocks * 4096)) --rate_iops="$DELTA_IOPS" \
       --output-format=json --output="$work/delta.json" >/dev/null 2>"$work/delta.err"; then
     result[delta]="fio failed: $(tail -1 "$work/delta.err")"; start_host "$victim"; return
   fi

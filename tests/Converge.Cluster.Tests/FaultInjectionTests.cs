@@ -134,7 +134,7 @@ public sealed class FaultInjectionTests(ITestOutputHelper output)
         // A device error does not come back: the replica is rebuilt at once (onto another disk) and compliance returns.
         var compliant = await cluster.WaitCompliantAsync("eio", ResyncTimeout);
         log.Survive($"rebuilt after the disk failure: {FaultKit.Describe(compliant)}");
-        Assert.DoesNotContain(compliant.Layout!, c => c.DiskId == victim.DiskId && c.HostName == roles.Replica.Name);
+        Assert.DoesNotContain(compliant.Layout!, c => FaultKit.SameId(c.DiskId, victim.DiskId) && c.HostName == roles.Replica.Name);
         await AssertAllConsistentAsync(cluster, "eio", image2, untouchedFrom: 0);
     }
 
@@ -152,10 +152,10 @@ public sealed class FaultInjectionTests(ITestOutputHelper output)
         await PatchImageAsync(roles.Image, Target, Pattern, 4096);
         var info = await cluster.VdiskAsync("rot");
         var component = info.Layout!.Single(c => c.Role == "data" && c.HostName == roles.Coordinator.Name);
-        var diskPath = (await roles.Coordinator.Api.ListDisksAsync()).Single(d => d.Id == component.DiskId).Path;
+        var diskPath = (await roles.Coordinator.Api.ListDisksAsync()).Single(d => FaultKit.SameId(d.Id, component.DiskId)).Path;
         var physical = FindPatternBlock(diskPath, Pattern);
         Assert.True(physical >= 0, $"no 4 KiB block of 0x{Pattern:x2} in {diskPath}");
-        var checksumBefore = (await roles.Coordinator.Api.ListDisksAsync()).Single(d => d.Id == component.DiskId).ChecksumErrors;
+        var checksumBefore = (await roles.Coordinator.Api.ListDisksAsync()).Single(d => FaultKit.SameId(d.Id, component.DiskId)).ChecksumErrors;
         var resyncBefore = await cluster.ResyncTotalsAsync();
 
         log.Inject($"bit rot: 2 bytes flipped at {diskPath}+{physical} ({roles.Coordinator.Name}, component {component.Id}, vdisk offset {Target})");
@@ -184,7 +184,7 @@ public sealed class FaultInjectionTests(ITestOutputHelper output)
 
         // The counters show it: a checksum error on the disk, a repair copy; and the bad copy was rewritten.
         await TestCluster.Eventually(
-            async () => (await roles.Coordinator.Api.ListDisksAsync()).Single(d => d.Id == component.DiskId).ChecksumErrors > checksumBefore,
+            async () => (await roles.Coordinator.Api.ListDisksAsync()).Single(d => FaultKit.SameId(d.Id, component.DiskId)).ChecksumErrors > checksumBefore,
             $"checksumErrors of disk {component.DiskId} on {roles.Coordinator.Name} to rise above {checksumBefore}",
             TimeSpan.FromSeconds(30));
         ResyncTotals? resyncAfter = null;
@@ -196,7 +196,7 @@ public sealed class FaultInjectionTests(ITestOutputHelper output)
             },
             $"a repair of at least 4 KiB to be counted (before: {resyncBefore})",
             TimeSpan.FromSeconds(30));
-        var checksumAfter = (await roles.Coordinator.Api.ListDisksAsync()).Single(d => d.Id == component.DiskId).ChecksumErrors;
+        var checksumAfter = (await roles.Coordinator.Api.ListDisksAsync()).Single(d => FaultKit.SameId(d.Id, component.DiskId)).ChecksumErrors;
         log.Line($"counters: disk checksumErrors {checksumBefore} -> {checksumAfter}; resync {resyncBefore} -> {resyncAfter}");
         await EventuallyAgreeAsync(cluster, "rot");
         log.Survive("bit rot repaired from the other replica (digests equal)");

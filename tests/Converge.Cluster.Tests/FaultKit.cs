@@ -25,6 +25,10 @@ public static class FaultKit
         cluster.Hosts.FirstOrDefault(h => h.IsServing && !except.Contains(h))
         ?? throw new InvalidOperationException("no serving host left");
 
+    /// <summary>Two ids name the same thing (GUIDs compare whatever their format: the APIs print them with or without dashes).</summary>
+    public static bool SameId(string a, string b) =>
+        Guid.TryParse(a, out var x) && Guid.TryParse(b, out var y) ? x == y : string.Equals(a, b, StringComparison.OrdinalIgnoreCase);
+
     public static ClusterHost Host(this TestCluster cluster, string name) => cluster.Hosts.Single(h => h.Name == name);
 
     public static Task<VirtualDiskInfo> VdiskAsync(this TestCluster cluster, string name, ClusterHost? via = null) =>
