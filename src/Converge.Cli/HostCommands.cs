@@ -52,11 +52,16 @@ internal static class HostCommands
             Description = "Cluster mode: resync/rebuild bandwidth limit per virtual disk, per second (e.g. 256MiB; 0 = unlimited)",
             DefaultValueFactory = _ => "256MiB",
         };
+        var repairDelay = new Option<string>("--repair-delay")
+        {
+            Description = "Cluster mode: rebuild an absent component elsewhere after this long (e.g. 60m; a failed disk's at once)",
+            DefaultValueFactory = _ => "60m",
+        };
         var faultInjection = new Option<bool>("--enable-fault-injection") { Description = "Testing only: enable /internal/v1/test endpoints that inject faults" };
 
         var run = new Command("run", "Run the host daemon in the foreground (logs to stdout; SIGTERM/SIGINT stop it cleanly)")
         {
-            data, disks, name, nbd, api, peer, raft, join, faultDomain, voters, heartbeat, replicaTimeout, resyncBandwidth, faultInjection,
+            data, disks, name, nbd, api, peer, raft, join, faultDomain, voters, heartbeat, replicaTimeout, resyncBandwidth, repairDelay, faultInjection,
         };
         run.SetAction((pr, ct) => Guarded.RunAsync(async () =>
         {
@@ -80,6 +85,7 @@ internal static class HostCommands
                     {
                         ReplicaTimeout = HostOptions.ParseDuration(pr.GetRequiredValue(replicaTimeout), "--replica-timeout"),
                         ResyncBandwidthBytesPerSecond = ParseBandwidth(pr.GetRequiredValue(resyncBandwidth)),
+                        RepairDelay = HostOptions.ParseDuration(pr.GetRequiredValue(repairDelay), "--repair-delay"),
                     },
                     EnableFaultInjection = pr.GetValue(faultInjection),
                 };

@@ -67,9 +67,6 @@ public sealed class ClusterHost : IAsyncDisposable
     /// <summary>Network namespace to run the process in (<c>ip netns exec NS</c>); null: the test's own.</summary>
     public string? NetworkNamespace { get; set; }
 
-    /// <summary>Arguments added to <c>converge host run</c> at every start (e.g. <c>--heartbeat-timeout 3s</c>).</summary>
-    public List<string> ExtraArgs { get; } = [];
-
     /// <summary>PID of the running process (converge itself).</summary>
     public int Pid => process?.Id ?? throw new InvalidOperationException($"host {Name} was never started");
 
@@ -87,6 +84,9 @@ public sealed class ClusterHost : IAsyncDisposable
         [Path.Combine(DiskDirectory ?? DataDir, "d1.img"), Path.Combine(DiskDirectory ?? DataDir, "d2.img")];
 
     public string Name { get; }
+
+    /// <summary>More <c>host run</c> arguments for every start (e.g. <c>--repair-delay 5s</c>).</summary>
+    public List<string> ExtraArgs { get; } = [];
 
     public string DataDir { get; }
 
@@ -127,12 +127,12 @@ public sealed class ClusterHost : IAsyncDisposable
             args.AddRange(["--disk", DiskPaths[0] + ":" + DiskSize, "--disk", DiskPaths[1] + ":" + DiskSize]);
         }
 
-        args.AddRange(ExtraArgs);
-
         if (joinApi is not null)
         {
             args.AddRange(["--join", joinApi]);
         }
+
+        args.AddRange(ExtraArgs);
 
         starts++;
         IsPaused = false;

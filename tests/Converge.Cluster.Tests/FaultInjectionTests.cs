@@ -106,7 +106,7 @@ public sealed class FaultInjectionTests(ITestOutputHelper output)
     [Fact]
     public async Task Fault_a_disk_failing_every_io_degrades_its_component_and_io_carries_on()
     {
-        await using var cluster = await TestCluster.StartAsync(3, configure: h => h.ExtraArgs.Add("--enable-fault-injection"));
+        await using var cluster = await TestCluster.StartAsync(3, hostArgs: ["--enable-fault-injection"]);
         var roles = await SetUpAsync(cluster, "eio", 64 * MiB);
         var info = await cluster.VdiskAsync("eio");
         var victim = info.Layout!.Single(c => c.Role == "data" && c.HostName == roles.Replica.Name);
@@ -209,7 +209,7 @@ public sealed class FaultInjectionTests(ITestOutputHelper output)
         // Each host's disk files live on its own small tmpfs: sparse 256 MiB files, so placement sees room, but once the
         // file system is filled up every write into a new block of the file fails with ENOSPC — a disk that is full.
         await using var mounts = new TmpfsMounts();
-        await using var cluster = await TestCluster.StartAsync(3, "256MiB", h => h.DiskDirectory = mounts.Mount(Path.Combine(h.DataDir, "disks"), "600m"));
+        await using var cluster = await TestCluster.StartAsync(3, "256MiB", configure: h => h.DiskDirectory = mounts.Mount(Path.Combine(h.DataDir, "disks"), "600m"));
         var info = await cluster.Serving().Api.CreateVirtualDiskAsync("full", 64 * MiB);
         var data = cluster.DataComponents(info);
         var first = data.Single(d => d.Component.Replica == 0).Host;

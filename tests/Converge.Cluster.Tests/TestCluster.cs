@@ -14,10 +14,12 @@ public sealed class TestCluster : IAsyncDisposable
 
     public string TempPath(string name) => root.File(name);
 
-    /// <param name="configure">Called for every host before its first start (address, namespace, extra arguments).</param>
-    public static async Task<TestCluster> StartAsync(int hosts, string diskSize = "512MiB", Action<ClusterHost>? configure = null)
+    /// <param name="hostArgs">Extra <c>host run</c> arguments every host gets.</param>
+    /// <param name="configure">Called for every host before its first start (address, namespace, more arguments).</param>
+    public static async Task<TestCluster> StartAsync(
+        int hosts, string diskSize = "512MiB", IReadOnlyList<string>? hostArgs = null, Action<ClusterHost>? configure = null)
     {
-        var cluster = new TestCluster();
+        var cluster = new TestCluster { HostArgs = hostArgs ?? [] };
         try
         {
             var first = cluster.NewHost("h1", diskSize);
@@ -42,9 +44,13 @@ public sealed class TestCluster : IAsyncDisposable
         }
     }
 
+    /// <summary>Extra <c>host run</c> arguments every host of this cluster gets.</summary>
+    public IReadOnlyList<string> HostArgs { get; private init; } = [];
+
     public ClusterHost NewHost(string name, string diskSize)
     {
         var host = new ClusterHost(root.Path, name, diskSize);
+        host.ExtraArgs.AddRange(HostArgs);
         Hosts.Add(host);
         return host;
     }

@@ -296,7 +296,7 @@ internal sealed class ClusterManager(ClusterNode node)
     }
 
     /// <summary>Placement's view: registered hosts and disks with the free bytes each host reports (2 s; silent hosts are unusable).</summary>
-    private async Task<ClusterTopology> TopologyAsync(ClusterState state, CancellationToken cancellationToken)
+    internal async Task<ClusterTopology> TopologyAsync(ClusterState state, CancellationToken cancellationToken)
     {
         var stats = await GatherStatsAsync(state, cancellationToken).ConfigureAwait(false);
         var hosts = state.Hosts.Values
@@ -342,7 +342,7 @@ internal sealed class ClusterManager(ClusterNode node)
         ];
     }
 
-    private async Task EnsureComponentAsync(ClusterState state, string vdiskName, ComponentPlacement component, long size, CancellationToken cancellationToken)
+    internal async Task EnsureComponentAsync(ClusterState state, string vdiskName, ComponentPlacement component, long size, CancellationToken cancellationToken)
     {
         var name = LocalComponents.ComponentName(vdiskName, component.ComponentId);
         var diskId = Guid.ParseExact(component.DiskId, "N");

@@ -146,6 +146,7 @@ internal sealed class ClusterNode : INbdExportCatalog, IPeerRequestHandler, IAsy
         var fences = new FenceAuthority(metadata);
         coordinators = new CoordinatorManager(metadata, Local, Peers, fences, Resyncs, HostId, options.Failures, options.Time, Logger);
         peerHandler = new ClusterPeerHandler(new ComponentPeerHandler(Local, fences), coordinators);
+        coordinators.Manager = Manager;
         monitor = new HostMonitor(this, options.HeartbeatTimeout, options.Time, Logger);
         Log.ClusterRole(Logger, membership.Role, membership.ClusterId ?? "(new)", PeerEndpoint, membership.Role == Membership.Voter ? RaftEndpoint : "none (metadata client)");
     }

@@ -25,6 +25,15 @@ internal sealed class CoordinatedDisk : IReplicaObserver
     private volatile bool stopped;
     private Task maintenance = Task.CompletedTask;
 
+    // Components that were already not active when this coordinator took over: writes may have reached them and not
+    // their siblings under the previous coordinator, so their own write intents join their resync. Components that
+    // leave later need no such thing: every write that failed on them was retried and marked dirty on the siblings.
+    private HashSet<Guid> inheritedAbsences = [];
+
+    // When this coordinator first saw each component not active: the repair delay counts from here (conservative
+    // after a coordinator change, which restarts the clock).
+    private readonly Dictionary<Guid, long> notActiveSince = [];
+
     public CoordinatedDisk(CoordinatorManager owner, string virtualDiskId, string name, long epoch)
     {
         this.owner = owner;
@@ -116,7 +125,7 @@ internal sealed class CoordinatedDisk : IReplicaObserver
                 active.Add(component.ComponentId);
             }
 
-            if (component.Role != ComponentRole.Data || componentState is not (ComponentState.Active or ComponentState.Resyncing))
+            if (component.Role != ComponentRole.Data || componentState is not (ComponentState.Active or ComponentState.Resyncing or ComponentState.Stale))
             {
                 continue;
             }
@@ -265,6 +274,11 @@ internal sealed class CoordinatedDisk : IReplicaObserver
     /// </summary>
     public async Task ReconcileAsync(CancellationToken cancellationToken)
     {
+        if (owner.Metadata.Current.VirtualDisks.TryGetValue(VirtualDiskId, out var atTakeover))
+        {
+            inheritedAbsences = [.. atTakeover.Layout.DataComponents.Where(c => atTakeover.StateOf(c.ComponentId) != ComponentState.Active).Select(c => c.ComponentId)];
+        }
+
         for (var attempt = 0; ; attempt++)
         {
             var volume = Current();
@@ -357,6 +371,7 @@ internal sealed class CoordinatedDisk : IReplicaObserver
                         await RotateIntentsAsync(cancellationToken).ConfigureAwait(false);
                     }
 
+                    await RebuildDueAsync(cancellationToken).ConfigureAwait(false);
                     await ResyncReturningAsync(cancellationToken).ConfigureAwait(false);
                 }
                 catch (Exception e) when (e is VolumeException or MetadataUnavailableException or HttpRequestException || (e is OperationCanceledException && !cancellationToken.IsCancellationRequested))
@@ -378,15 +393,9 @@ internal sealed class CoordinatedDisk : IReplicaObserver
     {
         lastRotation = owner.Time.GetTimestamp();
         var old = Intents.Switch();
-        var deadline = owner.Time.GetTimestamp();
-        while (Intents.InFlight(old) > 0)
+        if (!await DrainAsync(old, cancellationToken).ConfigureAwait(false))
         {
-            if (owner.Time.GetElapsedTime(deadline) > TimeSpan.FromSeconds(10))
-            {
-                return;
-            }
-
-            await Task.Delay(TimeSpan.FromMilliseconds(5), owner.Time, cancellationToken).ConfigureAwait(false);
+            return;
         }
 
         var volume = Current();
@@ -402,6 +411,23 @@ internal sealed class CoordinatedDisk : IReplicaObserver
         {
             // Bits left set cost a larger reconcile after a takeover, nothing else; a failed replica is found by I/O.
         }
+    }
+
+    /// <summary>Waits until every write that marked intent slot <paramref name="slot"/> has finished (false after 10 s).</summary>
+    private async Task<bool> DrainAsync(int slot, CancellationToken cancellationToken)
+    {
+        var started = owner.Time.GetTimestamp();
+        while (Intents.InFlight(slot) > 0)
+        {
+            if (owner.Time.GetElapsedTime(started) > TimeSpan.FromSeconds(10))
+            {
+                return false;
+            }
+
+            await Task.Delay(TimeSpan.FromMilliseconds(5), owner.Time, cancellationToken).ConfigureAwait(false);
+        }
+
+        return true;
     }
 
     /// <summary>Resyncs data components that are absent, stale or resyncing, when their host answers again.</summary>
@@ -436,7 +462,8 @@ internal sealed class CoordinatedDisk : IReplicaObserver
     private async Task ResyncAsync(ComponentPlacement component, CancellationToken cancellationToken)
     {
         var vdisk = owner.Metadata.Current.VirtualDisks[VirtualDiskId];
-        if (vdisk.StateOf(component.ComponentId) != ComponentState.Resyncing)
+        var full = vdisk.StateOf(component.ComponentId) == ComponentState.Stale;
+        if (!full && vdisk.StateOf(component.ComponentId) != ComponentState.Resyncing)
         {
             var result = await owner.Metadata.ProposeAsync(
                 new SetComponentState(Guid.NewGuid(), VirtualDiskId, component.ComponentId, ComponentState.Resyncing, vdisk.Generation), cancellationToken).ConfigureAwait(false);
@@ -454,6 +481,8 @@ internal sealed class CoordinatedDisk : IReplicaObserver
             return;
         }
 
+        // Writes issued before the component joined the write set must have marked their dirty bits before we read them.
+        await DrainAsync(Intents.Switch(), cancellationToken).ConfigureAwait(false);
         var started = owner.Time.GetTimestamp();
 
         // What it missed: blocks its active siblings recorded dirty, plus regions it may have written itself without
@@ -461,12 +490,21 @@ internal sealed class CoordinatedDisk : IReplicaObserver
         var ranges = new List<ChangedRange>();
         try
         {
-            foreach (var sibling in volume.Siblings(component).Where(s => volume.IsReadable(s.ComponentId)))
+            if (full)
+            {
+                // A rebuild target starts empty: everything a good replica holds (holes stay holes).
+                ranges.AddRange(await AllocatedAsync(volume, component, cancellationToken).ConfigureAwait(false));
+            }
+
+            foreach (var sibling in volume.Siblings(component).Where(s => !full && volume.IsReadable(s.ComponentId)))
             {
                 ranges.AddRange(await volume.Members[sibling.ComponentId].ReadChangesAsync(ChangeKinds.Dirty, cancellationToken).ConfigureAwait(false));
             }
 
-            ranges.AddRange(await target.ReadChangesAsync(ChangeKinds.Intents, cancellationToken).ConfigureAwait(false));
+            if (inheritedAbsences.Contains(component.ComponentId))
+            {
+                ranges.AddRange(await target.ReadChangesAsync(ChangeKinds.Intents, cancellationToken).ConfigureAwait(false));
+            }
         }
         catch (VolumeException e)
         {
@@ -476,7 +514,7 @@ internal sealed class CoordinatedDisk : IReplicaObserver
 
         ranges = ChangeMap.Merge(ranges);
         var total = ranges.Sum(r => r.Length);
-        using var progress = owner.Resyncs.Begin(VirtualDiskId, Name, component.ComponentId, component.HostId, ResyncKind.Resync, total);
+        using var progress = owner.Resyncs.Begin(VirtualDiskId, Name, component.ComponentId, component.HostId, full ? ResyncKind.Rebuild : ResyncKind.Resync, total);
         var buffer = new byte[CopyChunk];
         var copied = 0L;
         try
@@ -515,8 +553,9 @@ internal sealed class CoordinatedDisk : IReplicaObserver
         }
 
         progress.Complete();
-        Log.CopyFinished(owner.Logger, Name, "resync", component.ComponentId.ToString("N"), copied, owner.Time.GetElapsedTime(started).TotalSeconds);
-        Log.ComponentStateChanged(owner.Logger, Name, component.ComponentId.ToString("N"), "active", activated.Generation ?? 0, "resync complete");
+        inheritedAbsences.Remove(component.ComponentId);
+        Log.CopyFinished(owner.Logger, Name, full ? "rebuild" : "resync", component.ComponentId.ToString("N"), copied, owner.Time.GetElapsedTime(started).TotalSeconds);
+        Log.ComponentStateChanged(owner.Logger, Name, component.ComponentId.ToString("N"), "active", activated.Generation ?? 0, full ? "rebuild complete" : "resync complete");
 
         // Dirty bits are needed until every replica is back; then they are history.
         var now = owner.Metadata.Current.VirtualDisks[VirtualDiskId];
@@ -534,6 +573,111 @@ internal sealed class CoordinatedDisk : IReplicaObserver
                     // Left-over bits only make a later resync copy more than it must.
                 }
             }
+        }
+    }
+
+    /// <summary>The allocated ranges of a readable sibling of <paramref name="component"/>, in component offsets.</summary>
+    private static async Task<List<ChangedRange>> AllocatedAsync(ReplicatedVolume volume, ComponentPlacement component, CancellationToken cancellationToken)
+    {
+        var source = volume.Siblings(component).FirstOrDefault(s => volume.IsReadable(s.ComponentId))
+            ?? throw new VolumeException(VolumeError.Unavailable, $"no active replica to rebuild component {component.ComponentId:N} from");
+        var replica = volume.Members[source.ComponentId];
+        var ranges = new List<ChangedRange>();
+        for (var at = 0L; at < component.Length;)
+        {
+            var window = Math.Min(BlockGeometry.MaxRequestBytes, component.Length - at);
+            var extents = await replica.GetAllocationAsync(at, window, cancellationToken).ConfigureAwait(false);
+            var covered = 0L;
+            foreach (var extent in extents)
+            {
+                var length = Math.Min(extent.Length, window - covered);
+                if (length <= 0)
+                {
+                    break;
+                }
+
+                if (!extent.Flags.HasFlag(AllocationFlags.Hole))
+                {
+                    ranges.Add(new ChangedRange(at + covered, length));
+                }
+
+                covered += length;
+            }
+
+            at += Math.Max(covered, BlockGeometry.BlockSize);
+        }
+
+        return ChangeMap.Merge(ranges);
+    }
+
+    /// <summary>
+    /// Components that will not come back in time are replaced elsewhere: a degraded one (its disk failed) at once,
+    /// an absent one after the repair delay. The replacement joins as stale and is filled by a full copy.
+    /// </summary>
+    private async Task RebuildDueAsync(CancellationToken cancellationToken)
+    {
+        if (!owner.Metadata.Current.VirtualDisks.TryGetValue(VirtualDiskId, out var vdisk) || owner.Manager is not { } manager)
+        {
+            return;
+        }
+
+        foreach (var component in vdisk.Layout.Components)
+        {
+            var componentState = vdisk.StateOf(component.ComponentId);
+            if (componentState is ComponentState.Active)
+            {
+                notActiveSince.Remove(component.ComponentId);
+                continue;
+            }
+
+            if (!notActiveSince.TryGetValue(component.ComponentId, out var since))
+            {
+                notActiveSince[component.ComponentId] = since = owner.Time.GetTimestamp();
+            }
+
+            var due = componentState == ComponentState.Degraded ||
+                      (componentState == ComponentState.Absent && owner.Time.GetElapsedTime(since) >= owner.RepairDelay);
+            if (!due)
+            {
+                continue;
+            }
+
+            var state = owner.Metadata.Current;
+            var topology = await manager.TopologyAsync(state, cancellationToken).ConfigureAwait(false);
+            var placed = Replacement.Place(vdisk.Layout, component.ComponentId, Guid.NewGuid(), topology);
+            if (placed.Layout is null)
+            {
+                Log.CopyFailed(owner.Logger, Name, "rebuild", component.ComponentId.ToString("N"), placed.Error ?? "no placement");
+                continue;
+            }
+
+            var replacement = placed.Layout.Components.Single(c => !vdisk.Layout.Components.Any(o => o.ComponentId == c.ComponentId));
+            await manager.EnsureComponentAsync(state, vdisk.Name, replacement, replacement.Role == ComponentRole.Witness ? BlockGeometry.BlockSize : replacement.Length, cancellationToken)
+                .ConfigureAwait(false);
+            var result = await owner.Metadata.ProposeAsync(
+                new ReplaceComponent(Guid.NewGuid(), VirtualDiskId, component.ComponentId, replacement, vdisk.Generation), cancellationToken).ConfigureAwait(false);
+            if (!result.Succeeded)
+            {
+                return;
+            }
+
+            notActiveSince.Remove(component.ComponentId);
+            var reason = componentState == ComponentState.Degraded ? "its disk failed" : $"absent for over {owner.RepairDelay.TotalMinutes:0.#} min";
+            Log.ComponentStateChanged(owner.Logger, Name, replacement.ComponentId.ToString("N"), "stale", result.Generation ?? 0,
+                $"replaces {component.ComponentId:N} on host {replacement.HostId} ({reason})");
+
+            // The old copy is garbage now; its host may be gone, so this is best effort.
+            if (state.Hosts.TryGetValue(component.HostId, out var oldHost) && component.HostId != owner.HostId)
+            {
+                _ = owner.Peers.DeleteComponentAsync(oldHost.Endpoints.PeerData, component.ComponentId, CancellationToken.None)
+                    .ContinueWith(static _ => { }, TaskScheduler.Default);
+            }
+            else if (component.HostId == owner.HostId)
+            {
+                _ = owner.Local.DeleteAsync(component.ComponentId, CancellationToken.None).AsTask().ContinueWith(static _ => { }, TaskScheduler.Default);
+            }
+
+            return; // One layout change per round; the copy starts on the next round.
         }
     }
 

@@ -26,6 +26,7 @@ internal sealed class CoordinatorManager : INbdExportCatalog, IAsyncDisposable
     private readonly PeerClients peers;
     private readonly TimeProvider time;
     private readonly ILogger logger;
+    private readonly FailureOptions failureOptions;
     private long repairedBytes;
     private long repairs;
     private readonly ConcurrentDictionary<string, CoordinatedDisk> coordinated = new(StringComparer.Ordinal);
@@ -48,6 +49,7 @@ internal sealed class CoordinatorManager : INbdExportCatalog, IAsyncDisposable
         ReplicaTimeout = failureOptions.ReplicaTimeout;
         IntentRotation = failureOptions.IntentRotation;
         ResyncBandwidth = failureOptions.ResyncBandwidthBytesPerSecond;
+        this.failureOptions = failureOptions;
     }
 
     public string HostId { get; }
@@ -74,6 +76,12 @@ internal sealed class CoordinatorManager : INbdExportCatalog, IAsyncDisposable
 
     /// <summary>Resync and rebuild bandwidth limit per virtual disk, bytes per second (0: unlimited).</summary>
     public long ResyncBandwidth { get; }
+
+    /// <summary>How long an absent component may stay away before it is rebuilt elsewhere.</summary>
+    public TimeSpan RepairDelay => failureOptions.RepairDelay;
+
+    /// <summary>Set by the node: placement topology and component creation, for rebuilds.</summary>
+    public ClusterManager? Manager { get; set; }
 
     /// <summary>Checksum errors found by reads and rewritten from another replica, since start.</summary>
     public long Repairs => Interlocked.Read(ref repairs);
@@ -482,4 +490,7 @@ public sealed record FailureOptions
     public TimeSpan IntentRotation { get; init; } = TimeSpan.FromSeconds(10);
 
     public long ResyncBandwidthBytesPerSecond { get; init; } = 256L << 20;
+
+    /// <summary>An absent component is rebuilt elsewhere after this long (a degraded one at once).</summary>
+    public TimeSpan RepairDelay { get; init; } = TimeSpan.FromMinutes(60);
 }

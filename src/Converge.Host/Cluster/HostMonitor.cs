@@ -119,8 +119,9 @@ internal sealed class HostMonitor(ClusterNode node, TimeSpan heartbeatTimeout, T
                 }
                 else
                 {
-                    if (component.Role == ComponentRole.Data && componentState is ComponentState.Absent or ComponentState.Stale or ComponentState.Resyncing &&
-                        IsReachable(component.HostId))
+                    // Resync (host back), rebuild (degraded, or absent past the repair delay): both need a coordinator.
+                    if (componentState is ComponentState.Degraded ||
+                        (component.Role == ComponentRole.Data && componentState is ComponentState.Absent or ComponentState.Stale or ComponentState.Resyncing))
                     {
                         needsResync = true;
                     }

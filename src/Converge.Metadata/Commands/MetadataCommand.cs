@@ -21,6 +21,7 @@ namespace Converge.Metadata;
 [JsonDerivedType(typeof(AcquireLease), "acquireLease")]
 [JsonDerivedType(typeof(ReleaseLease), "releaseLease")]
 [JsonDerivedType(typeof(SetComponentState), "setComponentState")]
+[JsonDerivedType(typeof(ReplaceComponent), "replaceComponent")]
 public abstract record MetadataCommand(Guid CommandId);
 
 /// <summary>Creates the cluster record and its default policy. Accepted once.</summary>
@@ -74,4 +75,13 @@ public sealed record ReleaseLease(Guid CommandId, string VirtualDiskId, string H
 /// <summary>Sets one component's state if the virtual disk is still at <see cref="ExpectedGeneration"/>; bumps it.</summary>
 public sealed record SetComponentState(
     Guid CommandId, string VirtualDiskId, Guid ComponentId, ComponentState State, long ExpectedGeneration)
+    : MetadataCommand(CommandId);
+
+/// <summary>
+/// Rebuild: replaces a failed component by <see cref="NewComponent"/> (same replica, stripe range and votes) if the
+/// virtual disk is still at <see cref="ExpectedGeneration"/>. The new component starts <c>Stale</c> (in the write set,
+/// filled by a full copy); the old one leaves the layout. Bumps the generation.
+/// </summary>
+public sealed record ReplaceComponent(
+    Guid CommandId, string VirtualDiskId, Guid OldComponentId, ComponentPlacement NewComponent, long ExpectedGeneration)
     : MetadataCommand(CommandId);

@@ -40,6 +40,7 @@ public sealed partial record ClusterState
             AcquireLease c => ApplyAcquireLease(c),
             ReleaseLease c => ApplyReleaseLease(c),
             SetComponentState c => ApplySetComponentState(c),
+            ReplaceComponent c => ApplyReplaceComponent(c),
             _ => Refuse($"unknown command {command.GetType().Name}"),
         };
 
@@ -400,6 +401,48 @@ public sealed partial record ClusterState
         var updated = vdisk with
         {
             ComponentStates = vdisk.ComponentStates.SetItem(key, c.State),
+            Generation = vdisk.Generation + 1,
+        };
+        return (this with { VirtualDisks = VirtualDisks.SetItem(vdisk.VirtualDiskId, updated) }, CommandResult.Ok(updated.Generation));
+    }
+
+    private (ClusterState, CommandResult) ApplyReplaceComponent(ReplaceComponent c)
+    {
+        if (!VirtualDisks.TryGetValue(c.VirtualDiskId, out var vdisk))
+        {
+            return Refuse($"virtual disk '{c.VirtualDiskId}' does not exist");
+        }
+
+        if (vdisk.Generation != c.ExpectedGeneration)
+        {
+            return Refuse($"virtual disk '{vdisk.Name}' is at generation {vdisk.Generation}, not {c.ExpectedGeneration}");
+        }
+
+        var old = vdisk.Layout.Components.FirstOrDefault(x => x.ComponentId == c.OldComponentId);
+        if (old is null)
+        {
+            return Refuse($"virtual disk '{vdisk.Name}' has no component '{VirtualDiskRecord.ComponentKey(c.OldComponentId)}'");
+        }
+
+        var n = c.NewComponent;
+        if (n.Role != old.Role || n.Replica != old.Replica || n.Stripe != old.Stripe || n.StripeOffset != old.StripeOffset || n.Length != old.Length ||
+            n.Votes != old.Votes || vdisk.Layout.Components.Any(x => x.ComponentId == n.ComponentId))
+        {
+            return Refuse($"the replacement of component '{VirtualDiskRecord.ComponentKey(old.ComponentId)}' must keep its role, replica, stripe range and votes, under a new id");
+        }
+
+        var layout = vdisk.Layout with { Components = [.. vdisk.Layout.Components.Select(x => x.ComponentId == old.ComponentId ? n : x)] };
+        if (ValidateLayout(layout) is { } layoutError)
+        {
+            return Refuse(layoutError);
+        }
+
+        var updated = vdisk with
+        {
+            Layout = layout,
+            ComponentStates = vdisk.ComponentStates
+                .Remove(VirtualDiskRecord.ComponentKey(old.ComponentId))
+                .SetItem(VirtualDiskRecord.ComponentKey(n.ComponentId), n.Role == ComponentRole.Witness ? ComponentState.Active : ComponentState.Stale),
             Generation = vdisk.Generation + 1,
         };
         return (this with { VirtualDisks = VirtualDisks.SetItem(vdisk.VirtualDiskId, updated) }, CommandResult.Ok(updated.Generation));
