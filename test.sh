@@ -66,9 +66,9 @@ for trx in sorted(glob.glob(os.path.join(results, "*", "*.trx"))):
     print("  %-32s %4d passed, %d failed, %d skipped" % (os.path.basename(trx)[:-4], p, f, s))
     for r in root.iterfind(".//t:UnitTestResult", ns):
         out = r.find("t:Output/t:StdOut", ns)
-        if out is not None and out.text and "crash test:" in out.text:
+        if out is not None and out.text and ("crash test:" in out.text or "soak test:" in out.text):
             for line in out.text.splitlines():
-                if line.startswith("crash test:"):
+                if line.startswith("crash test:") or line.startswith("soak test:"):
                     print("    " + line)
         if r.get("outcome") == "Failed":
             print("    FAILED " + r.get("testName"))

@@ -12,9 +12,10 @@ public sealed class ClusterHost : IAsyncDisposable
 {
     public static readonly TimeSpan ReadyTimeout = TimeSpan.FromSeconds(60);
 
-    private readonly HttpClient http;
+    private HttpClient http;
     private Process? process;
     private int starts;
+    private string address = "127.0.0.1";
 
     public ClusterHost(string root, string name, string diskSize)
     {
@@ -42,6 +43,46 @@ public sealed class ClusterHost : IAsyncDisposable
         Api = new ConvergeApiClient(http);
     }
 
+    /// <summary>
+    /// The IP address every listener binds to and peers reach (default <c>127.0.0.1</c>). Set before the first
+    /// <see cref="Launch"/> (e.g. an address inside a test network namespace).
+    /// </summary>
+    public string Address
+    {
+        get => address;
+        set
+        {
+            if (starts > 0)
+            {
+                throw new InvalidOperationException($"host {Name}: the address is recorded at the first start");
+            }
+
+            address = value;
+            http.Dispose();
+            http = new HttpClient { BaseAddress = new Uri(ApiUrl), Timeout = TimeSpan.FromSeconds(30) };
+            Api = new ConvergeApiClient(http);
+        }
+    }
+
+    /// <summary>Network namespace to run the process in (<c>ip netns exec NS</c>); null: the test's own.</summary>
+    public string? NetworkNamespace { get; set; }
+
+    /// <summary>PID of the running process (converge itself).</summary>
+    public int Pid => process?.Id ?? throw new InvalidOperationException($"host {Name} was never started");
+
+    /// <summary>SIGSTOPped by <see cref="PauseAsync"/> and not resumed yet.</summary>
+    public bool IsPaused { get; private set; }
+
+    /// <summary>Running and not paused: its API answers.</summary>
+    public bool IsServing => IsRunning && !IsPaused;
+
+    /// <summary>Where the two disk files are created at the first start (default: the data directory).</summary>
+    public string? DiskDirectory { get; set; }
+
+    /// <summary>The disk files given at the first start.</summary>
+    public IReadOnlyList<string> DiskPaths =>
+        [Path.Combine(DiskDirectory ?? DataDir, "d1.img"), Path.Combine(DiskDirectory ?? DataDir, "d2.img")];
+
     public string Name { get; }
 
     /// <summary>More <c>host run</c> arguments for every start (e.g. <c>--repair-delay 5s</c>).</summary>
@@ -59,9 +100,9 @@ public sealed class ClusterHost : IAsyncDisposable
 
     public int RaftPort { get; }
 
-    public string ApiUrl => $"http://127.0.0.1:{ApiPort.ToString(CultureInfo.InvariantCulture)}";
+    public string ApiUrl => $"http://{Address}:{ApiPort.ToString(CultureInfo.InvariantCulture)}";
 
-    public ConvergeApiClient Api { get; }
+    public ConvergeApiClient Api { get; private set; }
 
     public HttpClient Http => http;
 
@@ -69,7 +110,7 @@ public sealed class ClusterHost : IAsyncDisposable
 
     public string LogPath => Path.Combine(DataDir, "host.test.log");
 
-    public string NbdUri(string export) => $"nbd://127.0.0.1:{NbdPort.ToString(CultureInfo.InvariantCulture)}/{export}";
+    public string NbdUri(string export) => $"nbd://{Address}:{NbdPort.ToString(CultureInfo.InvariantCulture)}/{export}";
 
     /// <summary>Launches the process (first start: with two disks of <see cref="DiskSize"/> and optionally --join).</summary>
     public void Launch(string? joinApi = null)
@@ -78,12 +119,12 @@ public sealed class ClusterHost : IAsyncDisposable
         var args = new List<string>
         {
             "host", "run", "--data", DataDir, "--name", Name,
-            "--nbd-listen", $"127.0.0.1:{NbdPort}", "--api-listen", $"127.0.0.1:{ApiPort}",
-            "--peer-listen", $"127.0.0.1:{PeerPort}", "--raft-listen", $"127.0.0.1:{RaftPort}",
+            "--nbd-listen", $"{Address}:{NbdPort}", "--api-listen", $"{Address}:{ApiPort}",
+            "--peer-listen", $"{Address}:{PeerPort}", "--raft-listen", $"{Address}:{RaftPort}",
         };
         if (starts == 0)
         {
-            args.AddRange(["--disk", Path.Combine(DataDir, "d1.img") + ":" + DiskSize, "--disk", Path.Combine(DataDir, "d2.img") + ":" + DiskSize]);
+            args.AddRange(["--disk", DiskPaths[0] + ":" + DiskSize, "--disk", DiskPaths[1] + ":" + DiskSize]);
         }
 
         if (joinApi is not null)
@@ -94,7 +135,37 @@ public sealed class ClusterHost : IAsyncDisposable
         args.AddRange(ExtraArgs);
 
         starts++;
-        process = ConvergeLauncher.Start(DataDir, LogPath, args, starts);
+        IsPaused = false;
+        process = ConvergeLauncher.Start(
+            DataDir, LogPath, args, starts, NetworkNamespace is null ? [] : ["ip", "netns", "exec", NetworkNamespace]);
+    }
+
+    /// <summary>Starts the stopped or killed host again with the same data directory and ports and waits until ready.</summary>
+    public async Task RestartAsync()
+    {
+        if (IsRunning)
+        {
+            throw new InvalidOperationException($"host {Name} is still running");
+        }
+
+        Launch();
+        await WaitReadyAsync();
+    }
+
+    /// <summary>SIGSTOP: the process keeps its sockets (the kernel still accepts connections) but answers nothing.</summary>
+    public async Task PauseAsync()
+    {
+        File.AppendAllText(LogPath, $"=== SIGSTOP at {DateTimeOffset.UtcNow:O}\n");
+        (await Tool.RunAsync("kill", ["-STOP", Pid.ToString(CultureInfo.InvariantCulture)], TimeSpan.FromSeconds(10))).EnsureSuccess();
+        IsPaused = true;
+    }
+
+    /// <summary>SIGCONT after <see cref="PauseAsync"/>.</summary>
+    public async Task ResumeAsync()
+    {
+        (await Tool.RunAsync("kill", ["-CONT", Pid.ToString(CultureInfo.InvariantCulture)], TimeSpan.FromSeconds(10))).EnsureSuccess();
+        IsPaused = false;
+        File.AppendAllText(LogPath, $"=== SIGCONT at {DateTimeOffset.UtcNow:O}\n");
     }
 
     /// <summary>Polls <c>/api/v1/health</c> until ready (cluster mode: registered in the cluster).</summary>
@@ -175,6 +246,7 @@ public sealed class ClusterHost : IAsyncDisposable
         (await Tool.RunAsync("kill", ["-KILL", p.Id.ToString(CultureInfo.InvariantCulture)], TimeSpan.FromSeconds(10))).EnsureSuccess();
         using var deadline = new CancellationTokenSource(TimeSpan.FromSeconds(30));
         await p.WaitForExitAsync(deadline.Token);
+        IsPaused = false;
     }
 
     public string LogTail(int lines = 40)
@@ -206,6 +278,12 @@ public sealed class ClusterHost : IAsyncDisposable
     {
         try
         {
+            if (IsPaused && IsRunning)
+            {
+                // A stopped process would only act on SIGTERM after a SIGCONT.
+                await ResumeAsync();
+            }
+
             await StopAsync();
         }
         catch (Exception e) when (e is InvalidOperationException or IOException or System.ComponentModel.Win32Exception or ToolFailedException)

@@ -17,17 +17,22 @@ public sealed class TestCluster : IAsyncDisposable
 
     public string TempPath(string name) => root.File(name);
 
-    public static async Task<TestCluster> StartAsync(int hosts, string diskSize = "512MiB", IReadOnlyList<string>? hostArgs = null)
+    /// <param name="hostArgs">Extra <c>host run</c> arguments every host gets.</param>
+    /// <param name="configure">Called for every host before its first start (address, namespace, more arguments).</param>
+    public static async Task<TestCluster> StartAsync(
+        int hosts, string diskSize = "512MiB", IReadOnlyList<string>? hostArgs = null, Action<ClusterHost>? configure = null)
     {
         var cluster = new TestCluster { HostArgs = hostArgs ?? [] };
         try
         {
             var first = cluster.NewHost("h1", diskSize);
+            configure?.Invoke(first);
             first.Launch();
             await first.WaitReadyAsync();
             for (var i = 2; i <= hosts; i++)
             {
                 var host = cluster.NewHost($"h{i}", diskSize);
+                configure?.Invoke(host);
                 host.Launch(first.ApiUrl);
                 await host.WaitReadyAsync();
             }
@@ -67,7 +72,7 @@ public sealed class TestCluster : IAsyncDisposable
     /// <summary>Every running host lists <paramref name="count"/> reachable hosts with exactly one leader.</summary>
     public Task WaitForHostsAsync(int count) => Eventually(async () =>
     {
-        foreach (var host in Hosts.Where(h => h.IsRunning))
+        foreach (var host in Hosts.Where(h => h.IsServing))
         {
             var hosts = await host.Api.ListHostsAsync();
             if (hosts.Count != count || !hosts.All(h => h.Reachable) || hosts.Count(h => h.Leader) != 1)

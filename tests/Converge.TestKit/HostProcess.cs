@@ -317,12 +317,25 @@ public static class ConvergeLauncher
     /// after a line naming start number <paramref name="start"/>. The shell <c>exec</c>s converge, so the returned
     /// process (and its PID, which tests signal) is converge itself.
     /// </summary>
-    public static Process Start(string workingDirectory, string logPath, IReadOnlyList<string> args, int start)
+    public static Process Start(string workingDirectory, string logPath, IReadOnlyList<string> args, int start) =>
+        Start(workingDirectory, logPath, args, start, prefix: []);
+
+    /// <summary>
+    /// As <see cref="Start(string, string, IReadOnlyList{string}, int)"/>, run through <paramref name="prefix"/> (a command
+    /// that execs its arguments in place, e.g. <c>ip netns exec NS</c>), so the PID is still converge's.
+    /// </summary>
+    public static Process Start(string workingDirectory, string logPath, IReadOnlyList<string> args, int start, IReadOnlyList<string> prefix)
     {
         var startInfo = new ProcessStartInfo("/bin/sh") { UseShellExecute = false, WorkingDirectory = workingDirectory };
         startInfo.ArgumentList.Add("-c");
         startInfo.ArgumentList.Add("exec \"$0\" \"$@\" >>\"$CONVERGE_TEST_LOG\" 2>&1 </dev/null");
+        foreach (var part in prefix)
+        {
+            startInfo.ArgumentList.Add(part);
+        }
+
         startInfo.ArgumentList.Add(RepoPaths.ConvergeBinary);
+
         foreach (var arg in args)
         {
             startInfo.ArgumentList.Add(arg);
@@ -332,7 +345,7 @@ public static class ConvergeLauncher
         ProcessEnvironment.Apply(startInfo);
         File.AppendAllText(
             logPath,
-            $"=== start {start.ToString(CultureInfo.InvariantCulture)} at {DateTimeOffset.UtcNow:O}: converge {string.Join(' ', args)}\n");
+            $"=== start {start.ToString(CultureInfo.InvariantCulture)} at {DateTimeOffset.UtcNow:O}: {string.Join(' ', prefix)}{(prefix.Count > 0 ? " " : string.Empty)}converge {string.Join(' ', args)}\n");
         return Process.Start(startInfo) ?? throw new InvalidOperationException("Could not start converge.");
     }
 }
