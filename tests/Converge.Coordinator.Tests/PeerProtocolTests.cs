@@ -2,34 +2,22 @@ using System.Net;
 using System.Net.Sockets;
 using Converge.Common;
 using Converge.Coordinator.Peer;
-using Microsoft.AspNetCore.Builder;
-using Microsoft.AspNetCore.Connections;
-using Microsoft.AspNetCore.Hosting;
-using Microsoft.AspNetCore.Hosting.Server;
-using Microsoft.AspNetCore.Hosting.Server.Features;
-using Microsoft.Extensions.DependencyInjection;
-using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
 
 namespace Converge.Coordinator.Tests;
 
-/// <summary>The peer protocol over real loopback TCP: a Kestrel peer listener and the multiplexing client.</summary>
+/// <summary>The peer protocol over real loopback TCP: the peer listener and the multiplexing client.</summary>
 public sealed class PeerProtocolTests : IAsyncLifetime
 {
     private readonly MemoryComponents _components = new();
-    private WebApplication? _server;
+    private PeerListener? _server;
     private IPEndPoint _endPoint = new(IPAddress.Loopback, 0);
 
     public async Task InitializeAsync()
     {
-        var builder = WebApplication.CreateSlimBuilder();
-        builder.Logging.ClearProviders();
-        builder.WebHost.UseShutdownTimeout(TimeSpan.FromSeconds(1));
-        builder.Services.AddSingleton<IPeerRequestHandler>(_components);
-        builder.WebHost.ConfigureKestrel(k => k.Listen(IPAddress.Loopback, 0, l => l.UseConnectionHandler<PeerConnectionHandler>()));
-        _server = builder.Build();
-        await _server.StartAsync();
-        var address = _server.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.Single();
-        _endPoint = new IPEndPoint(IPAddress.Loopback, new Uri(address).Port);
+        _server = new PeerListener(new IPEndPoint(IPAddress.Loopback, 0), _components, NullLogger<PeerListener>.Instance);
+        await _server.StartAsync(CancellationToken.None);
+        _endPoint = (IPEndPoint)_server.LocalEndPoint;
     }
 
     public async Task DisposeAsync()
@@ -115,7 +103,7 @@ public sealed class PeerProtocolTests : IAsyncLifetime
         var pending = client.SendAsync(Request(PeerOp.Read, component, 0, 4096), ReadOnlyMemory<byte>.Empty, new byte[4096], CancellationToken.None).AsTask();
         await _components.Held.Task.WaitAsync(TimeSpan.FromSeconds(10));
 
-        await _server!.StopAsync();
+        await _server!.StopAsync(CancellationToken.None);
         var error = await Assert.ThrowsAsync<VolumeException>(() => pending.WaitAsync(TimeSpan.FromSeconds(30)));
         Assert.Equal(VolumeError.Unavailable, error.Error);
         _components.Hold.TrySetResult();
