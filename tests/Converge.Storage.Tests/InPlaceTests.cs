@@ -268,3 +268,19 @@ public sealed class InPlaceTests : IDisposable
         }
     }
 }
+
+public sealed class ChecksumTests
+{
+    [Fact]
+    public void Interleaved_crc32c_matches_the_reference_for_every_length_and_alignment()
+    {
+        var data = Data.Random(3 * 4096, 5);
+        Assert.Equal(0xE3069283u, Checksums.Crc32C("123456789"u8));
+        for (var length = 0; length < data.Length - 8; length += length < 9000 ? 1 : 97)
+        {
+            var offset = length % 7;
+            var span = data.AsSpan(offset, length);
+            Assert.Equal(System.IO.Hashing.Crc32.HashToUInt32(System.IO.Hashing.Crc32ParameterSet.Crc32C, span), Checksums.Crc32C(span));
+        }
+    }
+}
