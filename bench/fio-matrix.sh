@@ -135,14 +135,35 @@ for target in converge nbdkit; do
     --size="$SIZE" --output-format=json --output="$work/precondition-$target.json" >/dev/null
 done
 
+# CPU time (user + system, in clock ticks) of a set of processes, to report CPU cost per I/O beside throughput:
+# on a shared machine it moves far less with load than throughput does.
+cpu_ticks() {
+  local total=0 pid fields
+  for pid in "$@"; do
+    if fields="$(cut -d' ' -f14,15 "/proc/$pid/stat" 2>/dev/null)"; then
+      total=$((total + ${fields% *} + ${fields#* }))
+    fi
+  done
+  echo "$total"
+}
+declare -A pids=(
+  [converge]="$host_pids"
+  [nbdkit]="$(cat "$work/nbdkit.pid")"
+)
+
 for run in $(seq 1 "$RUNS"); do
   for job in "${jobs[@]}"; do
     read -r name rw bs depth <<<"$job"
     for target in converge nbdkit; do
+      # shellcheck disable=SC2086  # pid lists split on purpose
+      before="$(cpu_ticks ${pids[$target]})"
+      load="$(cut -d' ' -f1 /proc/loadavg)"
       fio --name="$name" --ioengine=nbd --uri="${uri[$target]}" --rw="$rw" --bs="$bs" --iodepth="$depth" \
         --size="$SIZE" --time_based --runtime="$RUNTIME" --randrepeat=0 \
         --output-format=json --output="$work/$name-$target-$run.json" >/dev/null
-      echo "fio-matrix: run $run/$RUNS $name on $target done"
+      # shellcheck disable=SC2086
+      echo "$(( $(cpu_ticks ${pids[$target]}) - before )) $(getconf CLK_TCK) $load" >"$work/$name-$target-$run.cpu"
+      echo "fio-matrix: run $run/$RUNS $name on $target done (load average $load)"
     done
   done
 done
@@ -161,7 +182,12 @@ def load(name, target, run):
     with open(os.path.join(work, "%s-%s-%d.json" % (name, target, run))) as f:
         job = json.load(f)["jobs"][0]
     side = job["read"] if job["read"]["io_bytes"] > 0 else job["write"]
+    with open(os.path.join(work, "%s-%s-%d.cpu" % (name, target, run))) as f:
+        ticks, hz, load = f.read().split()
+    ios = side["total_ios"] or 1
     return {
+        "cpu_us_per_io": int(ticks) / int(hz) * 1e6 / ios,
+        "load": float(load),
         "iops": side["iops"],
         "mibs": side["bw_bytes"] / 2**20,
         "lat_mean_us": side["clat_ns"]["mean"] / 1000,
@@ -173,17 +199,21 @@ def median(name, target, key):
     return statistics.median(load(name, target, r)[key] for r in range(1, runs + 1))
 
 print()
-print("| job | metric | Converge | nbdkit file | Converge / nbdkit |")
-print("|---|---|---:|---:|---:|")
+print("| job | metric | Converge | nbdkit file | Converge / nbdkit | CPU µs per I/O, Converge (all hosts) / nbdkit |")
+print("|---|---|---:|---:|---:|---:|")
 for name in jobs:
     key, unit = ("mibs", "MiB/s") if "1m" in name else ("iops", "IOPS")
     c, n = median(name, "converge", key), median(name, "nbdkit", key)
-    print("| %s | %s | %.0f | %.0f | %.2f |" % (name, unit, c, n, c / n if n else float("nan")))
+    cc, nc = median(name, "converge", "cpu_us_per_io"), median(name, "nbdkit", "cpu_us_per_io")
+    print("| %s | %s | %.0f | %.0f | %.2f | %.0f / %.0f |" % (name, unit, c, n, c / n if n else float("nan"), cc, nc))
 for key, label in (("lat_mean_us", "mean"), ("lat_p99_us", "p99")) if "randwrite-4k-qd1" in jobs else ():
     c, n = median("randwrite-4k-qd1", "converge", key), median("randwrite-4k-qd1", "nbdkit", key)
     print("| randwrite-4k-qd1 | %s completion latency (us) | %.0f | %.0f | %.2f |" % (label, c, n, c / n if n else float("nan")))
 print()
+loads = [load(n, t, r)["load"] for n in jobs for t in ("converge", "nbdkit") for r in range(1, runs + 1)]
 print("medians of %d runs; largest peak RSS of a converge host (VmHWM): %.0f MiB" % (runs, rss_kb / 1024))
+print("1-minute load average at the start of each fio run: median %.1f, range %.1f-%.1f" % (
+    statistics.median(loads), min(loads), max(loads)))
 errors = sum(load(n, t, r)["errors"] for n in jobs for t in ("converge", "nbdkit") for r in range(1, runs + 1))
 if errors:
     print("WARNING: %d fio jobs reported errors" % errors)

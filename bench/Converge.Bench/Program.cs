@@ -7,7 +7,23 @@ namespace Converge.Bench;
 /// <summary>Micro-benchmarks: <c>dotnet run -c Release --project bench/Converge.Bench -- --filter '*'</c>.</summary>
 public static class Program
 {
-    public static void Main(string[] args) => BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args);
+    public static async Task Main(string[] args)
+    {
+        var inv = System.Globalization.CultureInfo.InvariantCulture;
+        switch (args.FirstOrDefault())
+        {
+            case "peer-server":
+                await PeerBench.ServeAsync(int.Parse(args[1], inv));
+                break;
+            case "peer-client":
+                await PeerBench.RunClientAsync(
+                    int.Parse(args[1], inv), int.Parse(args[2], inv), double.Parse(args[3], inv), int.Parse(args[4], inv), args[5] == "write", int.Parse(args[6], inv));
+                break;
+            default:
+                BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args);
+                break;
+        }
+    }
 }
 
 /// <summary>CRC-32C of one stored block: paid on every 4 KiB written and read.</summary>

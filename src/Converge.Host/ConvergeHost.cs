@@ -78,15 +78,18 @@ public static class ConvergeHost
 
         builder.Services.AddSingleton(new NbdServerOptions { Time = options.Time });
         builder.Services.AddSingleton<HostRuntime>();
+        if (options.IsCluster)
+        {
+            // The peer data port runs on its own sockets, not Kestrel (see PeerListener); started and stopped with the app.
+            builder.Services.AddHostedService(sp => new PeerListener(
+                options.PeerEndPoint!, sp.GetRequiredService<IPeerRequestHandler>(), sp.GetRequiredService<ILogger<PeerListener>>()));
+        }
+
         builder.WebHost.ConfigureKestrel(k =>
         {
             k.AddServerHeader = false;
             k.Listen(options.NbdEndPoint, l => l.UseConnectionHandler<NbdConnectionHandler>());
             k.Listen(options.ApiEndPoint, l => l.Protocols = HttpProtocols.Http1);
-            if (options.IsCluster)
-            {
-                k.Listen(options.PeerEndPoint!, l => l.UseConnectionHandler<PeerConnectionHandler>());
-            }
         });
 
         await using var app = builder.Build();

@@ -306,6 +306,23 @@ public sealed partial class StoreDisk
         {
             var current = c.Map.Get(logical);
             ThrowIfDeleted(c);
+            if (current == seen && attempt == 0 && _options.RewriteInPlace)
+            {
+                // An in-place rewrite of this block may be between its pwrite and its Map record: once its region lock
+                // is free the block and its mapping agree again.
+                current = await ReadUnderRegionLockAsync(c, logical, block, ct);
+                if (Checksums.Crc32C(block.Span) == BlockMap.Crc(current) && current != 0)
+                {
+                    return;
+                }
+
+                if (current == 0)
+                {
+                    block.Span.Clear();
+                    return;
+                }
+            }
+
             if (current == seen)
             {
                 Interlocked.Increment(ref _checksumErrors);
@@ -398,9 +415,17 @@ public sealed partial class StoreDisk
     private static int Stripe(StoreComponent c, long block) =>
         (int)((ulong)(block ^ (c.Id.GetHashCode() * 0x9E3779B1L)) % StripeCount);
 
-    /// <summary>Redirect-on-write of whole blocks: allocate, pwrite, then switch the mapping with a Map record.</summary>
+    /// <summary>
+    /// Whole blocks: rewritten in place when every one of them may be (see <see cref="TryWriteInPlaceAsync"/>), otherwise
+    /// redirect-on-write: allocate, pwrite, then switch the mapping with a Map record.
+    /// </summary>
     private async ValueTask WriteBlocksAsync(StoreComponent c, long first, int count, ReadOnlyMemory<byte> source, CancellationToken ct)
     {
+        if (_options.RewriteInPlace && await TryWriteInPlaceAsync(c, first, count, source, ct))
+        {
+            return;
+        }
+
         var crcs = ArrayPool<uint>.Shared.Rent(count);
         var runs = ArrayPool<BlockRun>.Shared.Rent(count);
         var runCount = 0;
@@ -478,7 +503,9 @@ public sealed partial class StoreDisk
 
                 if (count <= _allocator.FreeBlocks)
                 {
-                    return _allocator.Allocate(count, runs);
+                    var runCount = _allocator.Allocate(count, runs);
+                    MarkAllocatedLocked(runs.AsSpan(0, runCount));
+                    return runCount;
                 }
 
                 recyclable = _pendingFree.Count > 0 || _pendingPunch.Count > 0;

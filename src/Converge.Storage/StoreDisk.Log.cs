@@ -39,7 +39,7 @@ public sealed partial class StoreDisk
     internal int FlushesCompleted { get; private set; }
 
     /// <summary>Room for <paramref name="total"/> bytes of records plus a pad of at most <paramref name="largest"/> before wrapping.</summary>
-    private bool HasLogSpaceLocked(int total, int largest) => _head + total + largest - _tail <= _layout.LogBytes;
+    private bool HasLogSpaceLocked(int total, int largest) => _head + _logReserved + total + largest - _tail <= _layout.LogBytes;
 
     /// <summary>One pwrite into the page cache, in LSN order; the caller checked the space.</summary>
     private void AppendLocked(Span<byte> record)
@@ -158,8 +158,18 @@ public sealed partial class StoreDisk
         long dirty;
         List<BlockRun>? free = null;
         List<BlockRun>? punch = null;
+        if (_options.RewriteInPlace)
+        {
+            CloseInPlaceWrites();
+        }
+
         lock (_meta)
         {
+            if (_options.RewriteInPlace)
+            {
+                StartInPlaceEpochLocked();
+            }
+
             if (_failed)
             {
                 throw new VolumeException(VolumeError.Unavailable, $"disk {Path} has failed");

@@ -24,6 +24,13 @@ public sealed class StoreDiskOptions
     /// <summary>Size of the metadata log; used by <see cref="StoreDisk.FormatAsync"/> only (the layout is stored on disk).</summary>
     public long LogBytes { get; init; } = 64L << 20;
 
+    /// <summary>
+    /// Rewrite blocks in place when their current physical block was allocated after the last flush started
+    /// (docs/local-store.md, "In-place rewrites"); otherwise every write is redirected. On by default;
+    /// <c>CONVERGE_STORE_REWRITE_IN_PLACE=0</c> in the environment turns it off (for A/B benchmarks).
+    /// </summary>
+    public bool RewriteInPlace { get; init; } = Environment.GetEnvironmentVariable("CONVERGE_STORE_REWRITE_IN_PLACE") != "0";
+
     public ILogger? Logger { get; init; }
 }
 

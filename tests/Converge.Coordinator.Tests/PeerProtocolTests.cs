@@ -2,34 +2,22 @@ using System.Net;
 using System.Net.Sockets;
 using Converge.Common;
 using Converge.Coordinator.Peer;
-using Microsoft.AspNetCore.Builder;
-using Microsoft.AspNetCore.Connections;
-using Microsoft.AspNetCore.Hosting;
-using Microsoft.AspNetCore.Hosting.Server;
-using Microsoft.AspNetCore.Hosting.Server.Features;
-using Microsoft.Extensions.DependencyInjection;
-using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
 
 namespace Converge.Coordinator.Tests;
 
-/// <summary>The peer protocol over real loopback TCP: a Kestrel peer listener and the multiplexing client.</summary>
+/// <summary>The peer protocol over real loopback TCP: the peer listener and the multiplexing client.</summary>
 public sealed class PeerProtocolTests : IAsyncLifetime
 {
     private readonly MemoryComponents _components = new();
-    private WebApplication? _server;
+    private PeerListener? _server;
     private IPEndPoint _endPoint = new(IPAddress.Loopback, 0);
 
     public async Task InitializeAsync()
     {
-        var builder = WebApplication.CreateSlimBuilder();
-        builder.Logging.ClearProviders();
-        builder.WebHost.UseShutdownTimeout(TimeSpan.FromSeconds(1));
-        builder.Services.AddSingleton<IPeerRequestHandler>(_components);
-        builder.WebHost.ConfigureKestrel(k => k.Listen(IPAddress.Loopback, 0, l => l.UseConnectionHandler<PeerConnectionHandler>()));
-        _server = builder.Build();
-        await _server.StartAsync();
-        var address = _server.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.Single();
-        _endPoint = new IPEndPoint(IPAddress.Loopback, new Uri(address).Port);
+        _server = new PeerListener(new IPEndPoint(IPAddress.Loopback, 0), _components, NullLogger<PeerListener>.Instance);
+        await _server.StartAsync(CancellationToken.None);
+        _endPoint = (IPEndPoint)_server.LocalEndPoint;
     }
 
     public async Task DisposeAsync()
@@ -115,7 +103,7 @@ public sealed class PeerProtocolTests : IAsyncLifetime
         var pending = client.SendAsync(Request(PeerOp.Read, component, 0, 4096), ReadOnlyMemory<byte>.Empty, new byte[4096], CancellationToken.None).AsTask();
         await _components.Held.Task.WaitAsync(TimeSpan.FromSeconds(10));
 
-        await _server!.StopAsync();
+        await _server!.StopAsync(CancellationToken.None);
         var error = await Assert.ThrowsAsync<VolumeException>(() => pending.WaitAsync(TimeSpan.FromSeconds(30)));
         Assert.Equal(VolumeError.Unavailable, error.Error);
         _components.Hold.TrySetResult();
@@ -123,6 +111,39 @@ public sealed class PeerProtocolTests : IAsyncLifetime
         var refused = await Assert.ThrowsAsync<VolumeException>(async () =>
             await client.SendAsync(Request(PeerOp.Ping, Guid.Empty, 0, 0), ReadOnlyMemory<byte>.Empty, Memory<byte>.Empty, CancellationToken.None));
         Assert.Equal(VolumeError.Unavailable, refused.Error);
+    }
+
+    [Fact]
+    public async Task Replies_overtake_a_slow_request_and_a_cancelled_request_leaves_the_connection_usable()
+    {
+        await using var client = new PeerClient(_endPoint);
+        var component = Guid.NewGuid();
+        await client.SendAsync(Request(PeerOp.Write, component, 0, 4096), Enumerable.Repeat((byte)7, 4096).ToArray(), Memory<byte>.Empty, CancellationToken.None);
+
+        _components.Hold = new TaskCompletionSource();
+        using var cancel = new CancellationTokenSource();
+        var destination = new byte[4096];
+        var slow = client.SendAsync(Request(PeerOp.Read, component, 0, 4096), ReadOnlyMemory<byte>.Empty, destination, cancel.Token).AsTask();
+        await _components.Held.Task.WaitAsync(TimeSpan.FromSeconds(10));
+        _components.Hold = null;
+
+        // Served while the first request is still running: replies are not held back behind it.
+        for (var i = 0; i < 20; i++)
+        {
+            await client.SendAsync(Request(PeerOp.Ping, Guid.Empty, 0, 0), ReadOnlyMemory<byte>.Empty, Memory<byte>.Empty, CancellationToken.None)
+                .AsTask().WaitAsync(TimeSpan.FromSeconds(10));
+        }
+
+        await cancel.CancelAsync();
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => slow);
+        Array.Clear(destination);
+        _components.Release();
+
+        // The late reply to the cancelled request is dropped without touching its buffer; the connection goes on.
+        var back = new byte[4096];
+        await client.SendAsync(Request(PeerOp.Read, component, 0, 4096), ReadOnlyMemory<byte>.Empty, back, CancellationToken.None);
+        Assert.All(back, b => Assert.Equal(7, b));
+        Assert.All(destination, b => Assert.Equal(0, b));
     }
 
     private static PeerRequestHeader Request(PeerOp op, Guid target, long offset, int length) =>
@@ -133,7 +154,25 @@ public sealed class PeerProtocolTests : IAsyncLifetime
     {
         private readonly Dictionary<(Guid, long), byte[]> _blocks = [];
 
-        public TaskCompletionSource? Hold { get; set; }
+        private TaskCompletionSource? _held;
+
+        public TaskCompletionSource? Hold
+        {
+            get => _held;
+            set
+            {
+                if (value is not null)
+                {
+                    _held = value;
+                }
+
+                HoldNext = value is not null;
+            }
+        }
+
+        private bool HoldNext { get; set; }
+
+        public void Release() => _held?.TrySetResult();
 
         public TaskCompletionSource Held { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
@@ -146,7 +185,7 @@ public sealed class PeerProtocolTests : IAsyncLifetime
                 return PeerResult.Error(VolumeError.ReadOnly);
             }
 
-            if (Hold is { } hold)
+            if (HoldNext && _held is { } hold)
             {
                 Held.TrySetResult();
                 await hold.Task.WaitAsync(cancellationToken);

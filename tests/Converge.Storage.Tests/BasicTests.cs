@@ -387,6 +387,12 @@ public sealed class BasicTests : IDisposable
             {
                 await c.WriteAsync(at, data, WriteFlags.None, _ct);
             }
+
+            if (pass == 0)
+            {
+                // Flushed blocks are redirected when overwritten (unflushed ones would be rewritten in place).
+                await c.FlushAsync(_ct);
+            }
         }
 
         // A whole overwrite of 1/8 of the disk is waiting for recycling: the next tick flushes, long before the age.

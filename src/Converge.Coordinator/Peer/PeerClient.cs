@@ -1,6 +1,4 @@
-using System.Buffers;
 using System.Collections.Concurrent;
-using System.IO.Pipelines;
 using System.Net;
 using System.Net.Sockets;
 using System.Threading.Tasks.Sources;
@@ -56,21 +54,10 @@ public sealed class PeerClient : IAsyncDisposable
             await _writeLock.WaitAsync(cancellationToken);
             try
             {
-                var output = connection.Output;
-                header.Write(output.GetSpan(PeerRequestHeader.Size));
-                output.Advance(PeerRequestHeader.Size);
-                if (header.PayloadLength > 0)
-                {
-                    output.Write(payload.Span[..header.PayloadLength]);
-                }
-
-                var flush = await output.FlushAsync(cancellationToken);
-                if (flush.IsCompleted)
-                {
-                    throw Unavailable("connection closed");
-                }
+                // Never cancelled part-way: a torn frame would desynchronise every later request on the connection.
+                await connection.SendAsync(header, payload[..header.PayloadLength]);
             }
-            catch (Exception ex) when (ex is IOException or SocketException or InvalidOperationException)
+            catch (Exception ex) when (ex is SocketException or ObjectDisposedException)
             {
                 Fail(connection, ex.Message);
                 throw Unavailable(ex.Message, ex);
@@ -133,8 +120,7 @@ public sealed class PeerClient : IAsyncDisposable
                 throw Unavailable($"cannot connect: {ex.Message}", ex);
             }
 
-            var stream = new NetworkStream(socket, ownsSocket: true);
-            var connection = new Connection(stream);
+            var connection = new Connection(socket);
             connection.ReadLoop = Task.Run(() => ReadLoopAsync(connection), CancellationToken.None);
             Volatile.Write(ref _connection, connection);
             return connection;
@@ -145,51 +131,79 @@ public sealed class PeerClient : IAsyncDisposable
         }
     }
 
+    /// <summary>
+    /// Receives replies straight from the socket into one buffer and copies each reply's payload into its request's
+    /// destination as it arrives (a large reply streams through in buffer-sized pieces).
+    /// </summary>
     private async Task ReadLoopAsync(Connection connection)
     {
-        var reader = connection.Input;
+        var socket = connection.Socket;
+        var buffer = connection.ReceiveBuffer;
+        int start = 0, end = 0;
         var reason = "connection closed by peer";
         try
         {
             while (true)
             {
-                var result = await reader.ReadAsync(_disposed.Token);
-                var buffer = result.Buffer;
-                while (true)
+                while (end - start < PeerReplyHeader.Size)
                 {
-                    var probe = buffer;
-                    if (!PeerReplyHeader.TryRead(ref probe, out var header, out var malformed))
+                    if (buffer.Length - start < PeerReplyHeader.Size)
                     {
-                        if (malformed)
-                        {
-                            reason = "malformed reply";
-                            return;
-                        }
-
-                        break;
+                        buffer.AsSpan(start, end - start).CopyTo(buffer);
+                        end -= start;
+                        start = 0;
                     }
 
-                    if (probe.Length < header.Length)
+                    var n = await socket.ReceiveAsync(buffer.AsMemory(end), SocketFlags.None, _disposed.Token);
+                    if (n == 0)
                     {
-                        break;
+                        return;
                     }
 
-                    if (_pending.TryGetValue(header.RequestId, out var pending))
-                    {
-                        pending.Complete(header.RequestId, header.Status, probe.Slice(0, header.Length));
-                    }
-
-                    buffer = probe.Slice(header.Length);
+                    end += n;
                 }
 
-                reader.AdvanceTo(buffer.Start, buffer.End);
-                if (result.IsCompleted)
+                if (!PeerReplyHeader.TryRead(buffer.AsSpan(start, PeerReplyHeader.Size), out var header))
                 {
+                    reason = "malformed reply";
                     return;
                 }
+
+                start += PeerReplyHeader.Size;
+                _pending.TryGetValue(header.RequestId, out var pending);
+                pending?.Begin(header.RequestId, header.Status);
+                var copied = 0;
+                while (true)
+                {
+                    var take = Math.Min(end - start, header.Length - copied);
+                    pending?.Append(header.RequestId, buffer.AsSpan(start, take), copied);
+                    start += take;
+                    copied += take;
+                    if (copied == header.Length)
+                    {
+                        break;
+                    }
+
+                    start = end = 0;
+                    var n = await socket.ReceiveAsync(buffer.AsMemory(0, Math.Min(buffer.Length, Math.Max(header.Length - copied, PeerReplyHeader.Size))), SocketFlags.None, _disposed.Token);
+                    if (n == 0)
+                    {
+                        return;
+                    }
+
+                    end = n;
+                }
+
+                if (start == end)
+                {
+                    start = end = 0;
+                }
+
+                // Runs the waiting caller's continuation on this thread (no hop through the thread pool).
+                pending?.Finish(header.RequestId, copied);
             }
         }
-        catch (Exception ex) when (ex is IOException or SocketException or OperationCanceledException or InvalidOperationException)
+        catch (Exception ex) when (ex is SocketException or OperationCanceledException or ObjectDisposedException)
         {
             reason = ex.Message;
         }
@@ -233,13 +247,16 @@ public sealed class PeerClient : IAsyncDisposable
         _writeLock.Dispose();
     }
 
-    private sealed class Connection(NetworkStream stream) : IDisposable
+    private sealed class Connection(Socket socket) : IDisposable
     {
+        /// <summary>Small payloads go out in one send with their header; larger ones follow it in a second send.</summary>
+        private const int CoalesceBytes = 64 * 1024;
+        private readonly byte[] _send = new byte[PeerRequestHeader.Size + CoalesceBytes];
         private int _failed;
 
-        public PipeReader Input { get; } = PipeReader.Create(stream);
+        public Socket Socket { get; } = socket;
 
-        public PipeWriter Output { get; } = PipeWriter.Create(stream);
+        public byte[] ReceiveBuffer { get; } = new byte[256 * 1024];
 
         public Task ReadLoop { get; set; } = Task.CompletedTask;
 
@@ -247,19 +264,44 @@ public sealed class PeerClient : IAsyncDisposable
 
         public bool MarkFailed() => Interlocked.Exchange(ref _failed, 1) == 0;
 
-        public void Dispose() => stream.Dispose();
+        /// <summary>One frame; the caller holds the write lock.</summary>
+        public async ValueTask SendAsync(PeerRequestHeader header, ReadOnlyMemory<byte> payload)
+        {
+            header.Write(_send);
+            var inline = payload.Length <= CoalesceBytes ? payload.Length : 0;
+            payload.Span[..inline].CopyTo(_send.AsSpan(PeerRequestHeader.Size));
+            await SendAllAsync(_send.AsMemory(0, PeerRequestHeader.Size + inline));
+            if (inline < payload.Length)
+            {
+                await SendAllAsync(payload);
+            }
+        }
+
+        public void Dispose() => Socket.Dispose();
+
+        private async ValueTask SendAllAsync(ReadOnlyMemory<byte> data)
+        {
+            while (!data.IsEmpty)
+            {
+                var n = await Socket.SendAsync(data, SocketFlags.None);
+                data = data[n..];
+            }
+        }
     }
 
     /// <summary>
     /// A reusable completion for one request at a time. The request id guards against a late reply (read loop)
-    /// completing a later use of the same pooled object; the lock makes check-and-complete atomic.
+    /// completing a later use of the same pooled object; the lock makes check-and-copy atomic against cancellation,
+    /// so nothing is copied into a destination its owner may already have given back. Completion runs the waiting
+    /// continuation on the completing thread, outside the lock.
     /// </summary>
     private sealed class PendingRequest : IValueTaskSource<(int Status, int Length)>
     {
         private readonly Lock _gate = new();
-        private ManualResetValueTaskSourceCore<(int, int)> _core = new() { RunContinuationsAsynchronously = true };
+        private ManualResetValueTaskSourceCore<(int, int)> _core = new() { RunContinuationsAsynchronously = false };
         private Memory<byte> _destination;
         private ulong _id;
+        private int _status;
         private bool _completed;
 
         public void Prepare(ulong id, Memory<byte> destination)
@@ -274,7 +316,30 @@ public sealed class PeerClient : IAsyncDisposable
 
         public ValueTask<(int Status, int Length)> AsValueTask() => new(this, _core.Version);
 
-        public void Complete(ulong id, int status, ReadOnlySequence<byte> data)
+        public void Begin(ulong id, int status)
+        {
+            lock (_gate)
+            {
+                if (!_completed && _id == id)
+                {
+                    _status = status;
+                }
+            }
+        }
+
+        /// <summary>Copies one piece of the reply payload, at <paramref name="offset"/> within it.</summary>
+        public void Append(ulong id, ReadOnlySpan<byte> data, int offset)
+        {
+            lock (_gate)
+            {
+                if (!_completed && _id == id && offset < _destination.Length)
+                {
+                    data[..Math.Min(data.Length, _destination.Length - offset)].CopyTo(_destination.Span[offset..]);
+                }
+            }
+        }
+
+        public void Finish(ulong id, int length)
         {
             lock (_gate)
             {
@@ -284,22 +349,25 @@ public sealed class PeerClient : IAsyncDisposable
                 }
 
                 _completed = true;
-                var length = (int)Math.Min(data.Length, _destination.Length);
-                data.Slice(0, length).CopyTo(_destination.Span);
-                _core.SetResult((status, length));
+                length = Math.Min(length, _destination.Length);
             }
+
+            _core.SetResult((_status, length));
         }
 
         public void TryFail(Exception error)
         {
             lock (_gate)
             {
-                if (!_completed)
+                if (_completed)
                 {
-                    _completed = true;
-                    _core.SetException(error);
+                    return;
                 }
+
+                _completed = true;
             }
+
+            _core.SetException(error);
         }
 
         public void TryCancel() => TryFail(new OperationCanceledException());
@@ -315,6 +383,7 @@ public sealed class PeerClient : IAsyncDisposable
                 }
 
                 _id = 0;
+                _status = 0;
                 _destination = default;
                 _core.Reset();
                 return true;

@@ -1,4 +1,3 @@
-using System.Buffers;
 using System.Buffers.Binary;
 
 namespace Converge.Coordinator.Peer;
@@ -109,9 +108,6 @@ public readonly record struct PeerRequestHeader(
             length);
         return true;
     }
-
-    public static bool TryRead(ref ReadOnlySequence<byte> buffer, out PeerRequestHeader header, out bool malformed) =>
-        PeerFrames.TryRead(ref buffer, Size, TryRead, out header, out malformed);
 }
 
 /// <summary>A reply: status 0 is success, otherwise a <see cref="Common.VolumeError"/> + 1.</summary>
@@ -139,41 +135,6 @@ public readonly record struct PeerReplyHeader(ulong RequestId, int Status, int L
         }
 
         header = new PeerReplyHeader(BinaryPrimitives.ReadUInt64LittleEndian(source[8..]), BinaryPrimitives.ReadInt32LittleEndian(source[4..]), length);
-        return true;
-    }
-
-    public static bool TryRead(ref ReadOnlySequence<byte> buffer, out PeerReplyHeader header, out bool malformed) =>
-        PeerFrames.TryRead(ref buffer, Size, TryRead, out header, out malformed);
-}
-
-/// <summary>Reading a fixed-size header from a (possibly multi-segment) pipe buffer, shared by requests and replies.</summary>
-internal static class PeerFrames
-{
-    public delegate bool HeaderParser<T>(ReadOnlySpan<byte> bytes, out T header);
-
-    /// <summary>
-    /// False with <paramref name="malformed"/> unset when fewer than <paramref name="size"/> bytes are buffered; false
-    /// with it set when the bytes are not a valid header. On success <paramref name="buffer"/> moves past the header.
-    /// </summary>
-    public static bool TryRead<T>(ref ReadOnlySequence<byte> buffer, int size, HeaderParser<T> parse, out T header, out bool malformed)
-    {
-        header = default!;
-        malformed = false;
-        if (buffer.Length < size)
-        {
-            return false;
-        }
-
-        Span<byte> bytes = stackalloc byte[PeerRequestHeader.Size];
-        bytes = bytes[..size];
-        buffer.Slice(0, size).CopyTo(bytes);
-        if (!parse(bytes, out header))
-        {
-            malformed = true;
-            return false;
-        }
-
-        buffer = buffer.Slice(size);
         return true;
     }
 }

@@ -1,8 +1,9 @@
 using System.Buffers;
-using System.IO.Pipelines;
+using System.Collections.Concurrent;
+using System.Net;
+using System.Net.Sockets;
 using Converge.Common;
-using Microsoft.AspNetCore.Connections;
-using Microsoft.AspNetCore.Connections.Features;
+using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 
 namespace Converge.Coordinator.Peer;
@@ -24,172 +25,503 @@ public interface IPeerRequestHandler
     ValueTask<PeerResult> HandleAsync(PeerRequestHeader header, ReadOnlyMemory<byte> payload, Memory<byte> reply, CancellationToken cancellationToken);
 }
 
-/// <summary>Kestrel entry point for the peer data port.</summary>
-public sealed class PeerConnectionHandler(IPeerRequestHandler handler, ILogger<PeerConnectionHandler> logger) : ConnectionHandler
+/// <summary>
+/// The peer data port: its own accept loop and one <see cref="PeerSession"/> per connection on the raw socket.
+/// Not hosted in Kestrel: Kestrel's socket transport receives into 4 KiB pool blocks and hops between its I/O queue
+/// and the thread pool on every receive and send, which made a 1 MiB write cost ~1 ms of server CPU and every round
+/// trip two extra thread hops. Stopping ends every session's reading; requests already running still finish and
+/// are answered.
+/// </summary>
+public sealed class PeerListener(EndPoint endPoint, IPeerRequestHandler handler, ILogger<PeerListener> logger) : IHostedService, IAsyncDisposable
 {
-    public override async Task OnConnectedAsync(ConnectionContext connection)
-    {
-        ArgumentNullException.ThrowIfNull(connection);
+    private readonly CancellationTokenSource _stop = new();
+    private readonly ConcurrentDictionary<PeerSession, Task> _sessions = new();
+    private Socket? _socket;
+    private Task _acceptLoop = Task.CompletedTask;
 
-        // Stop on abort or when the server asks connections to close (shutdown); in-flight requests still finish.
-        var closeRequested = connection.Features.Get<IConnectionLifetimeNotificationFeature>()?.ConnectionClosedRequested ?? CancellationToken.None;
-        using var stop = CancellationTokenSource.CreateLinkedTokenSource(connection.ConnectionClosed, closeRequested);
-        await PeerSession.RunAsync(connection.Transport, handler, logger, stop.Token);
+    /// <summary>The bound address (with the actual port when <c>endPoint</c> asked for port 0).</summary>
+    public EndPoint LocalEndPoint => _socket?.LocalEndPoint ?? endPoint;
+
+    /// <exception cref="IOException">The port cannot be bound.</exception>
+    public Task StartAsync(CancellationToken cancellationToken)
+    {
+        var socket = new Socket(endPoint.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
+        try
+        {
+            socket.SetSocketOption(SocketOptionLevel.Socket, SocketOptionName.ReuseAddress, true);
+            socket.Bind(endPoint);
+            socket.Listen(512);
+        }
+        catch (SocketException e)
+        {
+            socket.Dispose();
+            throw new IOException($"cannot listen for peers on {endPoint}: {e.Message}", e);
+        }
+
+        _socket = socket;
+        _acceptLoop = Task.Run(AcceptLoopAsync, CancellationToken.None);
+        return Task.CompletedTask;
+    }
+
+    public async Task StopAsync(CancellationToken cancellationToken)
+    {
+        if (_stop.IsCancellationRequested)
+        {
+            return;
+        }
+
+        await _stop.CancelAsync();
+        _socket?.Dispose();
+        await _acceptLoop.ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+        try
+        {
+            await Task.WhenAll(_sessions.Values).WaitAsync(cancellationToken);
+        }
+        catch (OperationCanceledException)
+        {
+            // Out of time: cut the connections that are still answering.
+            foreach (var session in _sessions.Keys)
+            {
+                session.Abort();
+            }
+
+            await Task.WhenAll(_sessions.Values).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await StopAsync(CancellationToken.None);
+        _stop.Dispose();
+    }
+
+    private async Task AcceptLoopAsync()
+    {
+        while (!_stop.IsCancellationRequested)
+        {
+            Socket connection;
+            try
+            {
+                connection = await _socket!.AcceptAsync(_stop.Token);
+            }
+            catch (Exception e) when (e is OperationCanceledException or ObjectDisposedException)
+            {
+                return;
+            }
+            catch (SocketException e)
+            {
+                Log.PeerConnectionFailed(logger, e.Message);
+                continue;
+            }
+
+            connection.NoDelay = true;
+            var session = new PeerSession(connection, handler, logger);
+            _sessions[session] = Task.Run(async () =>
+            {
+                try
+                {
+                    await session.RunAsync(_stop.Token);
+                }
+                finally
+                {
+                    _sessions.TryRemove(session, out _);
+                }
+            });
+        }
     }
 }
 
 /// <summary>
-/// One peer connection: a reader loop that dispatches each request as it arrives (many in flight) and replies in
-/// completion order under a write lock. A malformed frame closes the connection; handler errors become statuses.
+/// One peer connection. The reader parses requests straight from the socket (a WRITE payload is received directly
+/// into its pooled buffer) and starts each handler at once; many are in flight. A handler that completes
+/// synchronously (a page-cache pread/pwrite) is answered in the reader's batch: replies queue up and go out in one
+/// send when the reader has consumed everything that arrived, so a burst of requests costs one reply syscall.
+/// Replies of handlers that complete later are sent by whichever thread finishes them. A malformed frame closes the
+/// connection; handler errors become statuses.
 /// </summary>
-public static class PeerSession
+public sealed class PeerSession
 {
     private const int MaxInFlight = 128;
     private const int MaxPayload = BlockGeometry.MaxRequestBytes + (1 << 20);
 
-    public static async Task RunAsync(IDuplexPipe transport, IPeerRequestHandler handler, ILogger logger, CancellationToken cancellationToken)
+    /// <summary>Replies (with payloads) up to this size are copied into one send buffer; larger payloads are sent from their own buffer.</summary>
+    private const int CoalesceBytes = 64 * 1024;
+
+    private readonly Socket _socket;
+    private readonly IPeerRequestHandler _handler;
+    private readonly ILogger _logger;
+    private readonly SemaphoreSlim _slots = new(MaxInFlight, MaxInFlight);
+    private readonly byte[] _receive = new byte[256 * 1024];
+    private readonly Lock _gate = new();
+    private readonly byte[] _send = new byte[CoalesceBytes + PeerReplyHeader.Size];
+    private List<QueuedReply> _queued = [];
+    private List<QueuedReply> _sending = [];
+    private bool _sendRunning;
+    private bool _sendFailed;
+    private int _inFlight;
+    private TaskCompletionSource? _idle;
+    private int _start;
+    private int _end;
+
+    public PeerSession(Socket socket, IPeerRequestHandler handler, ILogger logger)
+    {
+        _socket = socket;
+        _handler = handler;
+        _logger = logger;
+    }
+
+    /// <summary>Cuts the connection (requests still running then fail to send their replies).</summary>
+    public void Abort() => _socket.Dispose();
+
+    /// <summary>Serves until the peer disconnects, a frame is malformed, or <paramref name="cancellationToken"/> fires; then waits for running requests and closes.</summary>
+    public async Task RunAsync(CancellationToken cancellationToken)
     {
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-        using var writeLock = new SemaphoreSlim(1, 1);
-        using var slots = new SemaphoreSlim(MaxInFlight, MaxInFlight);
-        var inFlight = new List<Task>();
-        var reader = transport.Input;
         try
         {
-            while (!stop.IsCancellationRequested)
+            while (true)
             {
-                var result = await reader.ReadAsync(stop.Token);
-                var buffer = result.Buffer;
-                while (true)
+                if (!await FillAsync(PeerRequestHeader.Size, stop.Token))
                 {
-                    var probe = buffer;
-                    if (!PeerRequestHeader.TryRead(ref probe, out var header, out var malformed))
-                    {
-                        if (malformed)
-                        {
-                            Log.MalformedPeerFrame(logger);
-                            return;
-                        }
-
-                        break;
-                    }
-
-                    var payloadLength = header.PayloadLength;
-                    if (payloadLength > MaxPayload || header.Length > MaxPayload)
-                    {
-                        Log.MalformedPeerFrame(logger);
-                        return;
-                    }
-
-                    if (probe.Length < payloadLength)
-                    {
-                        break;
-                    }
-
-                    var payload = payloadLength == 0 ? null : ArrayPool<byte>.Shared.Rent(payloadLength);
-                    if (payload is not null)
-                    {
-                        probe.Slice(0, payloadLength).CopyTo(payload);
-                    }
-
-                    buffer = probe.Slice(payloadLength);
-                    await slots.WaitAsync(stop.Token);
-                    inFlight.RemoveAll(t => t.IsCompleted);
-                    inFlight.Add(ServeAsync(header, payload, payloadLength, transport.Output, handler, writeLock, slots, logger, stop.Token));
+                    return;
                 }
 
-                reader.AdvanceTo(buffer.Start, buffer.End);
-                if (result.IsCompleted)
+                if (!PeerRequestHeader.TryRead(_receive.AsSpan(_start, PeerRequestHeader.Size), out var header) ||
+                    header.PayloadLength > MaxPayload || header.Length > MaxPayload)
                 {
-                    break;
+                    Log.MalformedPeerFrame(_logger);
+                    return;
                 }
+
+                _start += PeerRequestHeader.Size;
+                var payloadLength = header.PayloadLength;
+                var payload = payloadLength == 0 ? null : ArrayPool<byte>.Shared.Rent(payloadLength);
+                if (payload is not null && !await ReceivePayloadAsync(payload.AsMemory(0, payloadLength), stop.Token))
+                {
+                    ArrayPool<byte>.Shared.Return(payload);
+                    return;
+                }
+
+                if (!_slots.Wait(0))
+                {
+                    await SendQueuedAsync();
+                    await _slots.WaitAsync(stop.Token);
+                }
+
+                Start(header, payload, payloadLength, stop.Token);
             }
         }
         catch (OperationCanceledException) when (stop.IsCancellationRequested)
         {
         }
-        catch (Exception ex) when (ex is IOException or ConnectionResetException or InvalidOperationException)
+        catch (Exception ex) when (ex is SocketException or ObjectDisposedException)
         {
-            Log.PeerConnectionFailed(logger, ex.Message);
+            Log.PeerConnectionFailed(_logger, ex.Message);
         }
         finally
         {
-            await Task.WhenAll(inFlight).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+            await WaitIdleAsync();
             await stop.CancelAsync();
-            await reader.CompleteAsync();
-            await transport.Output.CompleteAsync();
+            await SendQueuedAsync();
+            try
+            {
+                _socket.Shutdown(SocketShutdown.Both);
+            }
+            catch (Exception ex) when (ex is SocketException or ObjectDisposedException)
+            {
+            }
+
+            _socket.Dispose();
+            _slots.Dispose();
         }
     }
 
-    private static async Task ServeAsync(
-        PeerRequestHeader header, byte[]? payload, int payloadLength, PipeWriter output, IPeerRequestHandler handler,
-        SemaphoreSlim writeLock, SemaphoreSlim slots, ILogger logger, CancellationToken cancellationToken)
+    /// <summary>
+    /// Ensures <paramref name="count"/> unparsed bytes are buffered. Before blocking on the socket it sends the replies
+    /// queued so far (everything that arrived has been parsed by then). False on a clean end of stream.
+    /// </summary>
+    private async ValueTask<bool> FillAsync(int count, CancellationToken cancellationToken)
     {
-        var capacity = Math.Clamp(handler.ReplyCapacity(header), 0, MaxPayload);
-        var reply = capacity == 0 ? null : ArrayPool<byte>.Shared.Rent(capacity);
-        try
+        while (_end - _start < count)
         {
-            PeerResult result;
-            try
+            if (_start == _end)
             {
-                result = await handler.HandleAsync(
-                    header, payload.AsMemory(0, payloadLength), reply.AsMemory(0, capacity), cancellationToken);
+                _start = _end = 0;
             }
-            catch (VolumeException ex)
+            else if (_receive.Length - _start < count)
             {
-                result = PeerResult.Error(ex.Error);
-            }
-            catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
-            {
-                return;
-            }
-#pragma warning disable CA1031 // A bug in one request must not take down the connection's other requests.
-            catch (Exception ex)
-#pragma warning restore CA1031
-            {
-                Log.PeerRequestFailed(logger, header.Op.ToString(), ex);
-                result = PeerResult.Error(VolumeError.IO);
+                _receive.AsSpan(_start, _end - _start).CopyTo(_receive);
+                _end -= _start;
+                _start = 0;
             }
 
-            var length = result.Status == 0 ? Math.Clamp(result.Length, 0, capacity) : 0;
-            await writeLock.WaitAsync(cancellationToken);
-            try
+            await SendQueuedAsync();
+            var n = await _socket.ReceiveAsync(_receive.AsMemory(_end), SocketFlags.None, cancellationToken);
+            if (n == 0)
             {
-                var span = output.GetSpan(PeerReplyHeader.Size);
-                new PeerReplyHeader(header.RequestId, result.Status, length).Write(span);
-                output.Advance(PeerReplyHeader.Size);
-                if (length > 0)
+                if (_end != _start)
                 {
-                    output.Write(reply.AsSpan(0, length));
+                    Log.PeerConnectionFailed(_logger, "connection closed inside a frame");
                 }
 
-                await output.FlushAsync(cancellationToken);
+                return false;
             }
-            finally
+
+            _end += n;
+        }
+
+        return true;
+    }
+
+    /// <summary>Buffered bytes first, then the rest straight from the socket into the payload buffer.</summary>
+    private async ValueTask<bool> ReceivePayloadAsync(Memory<byte> payload, CancellationToken cancellationToken)
+    {
+        var take = Math.Min(_end - _start, payload.Length);
+        _receive.AsSpan(_start, take).CopyTo(payload.Span);
+        _start += take;
+        payload = payload[take..];
+        while (!payload.IsEmpty)
+        {
+            await SendQueuedAsync();
+            var n = await _socket.ReceiveAsync(payload, SocketFlags.None, cancellationToken);
+            if (n == 0)
             {
-                writeLock.Release();
+                Log.PeerConnectionFailed(_logger, "connection closed inside a frame");
+                return false;
             }
+
+            payload = payload[n..];
+        }
+
+        return true;
+    }
+
+    private void Start(PeerRequestHeader header, byte[]? payload, int payloadLength, CancellationToken cancellationToken)
+    {
+        lock (_gate)
+        {
+            _inFlight++;
+        }
+
+        var capacity = Math.Clamp(_handler.ReplyCapacity(header), 0, MaxPayload);
+        var reply = capacity == 0 ? null : ArrayPool<byte>.Shared.Rent(capacity);
+        ValueTask<PeerResult> handling;
+        try
+        {
+            handling = _handler.HandleAsync(header, payload.AsMemory(0, payloadLength), reply.AsMemory(0, capacity), cancellationToken);
+        }
+#pragma warning disable CA1031 // Becomes the request's status, like an exception from the awaited handler.
+        catch (Exception ex)
+#pragma warning restore CA1031
+        {
+            handling = ValueTask.FromException<PeerResult>(ex);
+        }
+
+        if (handling.IsCompletedSuccessfully)
+        {
+            // The common case (page-cache I/O): answered in the reader's batch, no task, no hop.
+            Finish(header, payload, reply, capacity, handling.Result, send: false);
+            return;
+        }
+
+        _ = CompleteAsync(header, payload, reply, capacity, handling, cancellationToken);
+    }
+
+    private async Task CompleteAsync(
+        PeerRequestHeader header, byte[]? payload, byte[]? reply, int capacity, ValueTask<PeerResult> handling, CancellationToken cancellationToken)
+    {
+        PeerResult result;
+        try
+        {
+            result = await handling;
+        }
+        catch (VolumeException ex)
+        {
+            result = PeerResult.Error(ex.Error);
         }
         catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
         {
+            // The connection is going away: no reply.
+            Finish(header, payload, reply, capacity, null, send: false);
+            return;
         }
-        catch (Exception ex) when (ex is IOException or ConnectionResetException or InvalidOperationException)
+#pragma warning disable CA1031 // A bug in one request must not take down the connection's other requests.
+        catch (Exception ex)
+#pragma warning restore CA1031
         {
-            Log.PeerConnectionFailed(logger, ex.Message);
+            Log.PeerRequestFailed(_logger, header.Op.ToString(), ex);
+            result = PeerResult.Error(VolumeError.IO);
         }
-        finally
+
+        Finish(header, payload, reply, capacity, result, send: true);
+    }
+
+    /// <summary>Queues the reply (handing <paramref name="reply"/> over to the send queue) and releases the request's slot.</summary>
+    private void Finish(PeerRequestHeader header, byte[]? payload, byte[]? reply, int capacity, PeerResult? result, bool send)
+    {
+        if (payload is not null)
         {
-            if (payload is not null)
+            ArrayPool<byte>.Shared.Return(payload);
+        }
+
+        TaskCompletionSource? idle = null;
+        lock (_gate)
+        {
+            if (result is { } r && !_sendFailed)
             {
-                ArrayPool<byte>.Shared.Return(payload);
+                var length = r.Status == 0 ? Math.Clamp(r.Length, 0, capacity) : 0;
+                _queued.Add(new QueuedReply(new PeerReplyHeader(header.RequestId, r.Status, length), reply));
+                reply = null;
             }
 
-            if (reply is not null)
+            if (--_inFlight == 0)
             {
-                ArrayPool<byte>.Shared.Return(reply);
+                idle = _idle;
+                _idle = null;
+            }
+        }
+
+        if (reply is not null)
+        {
+            ArrayPool<byte>.Shared.Return(reply);
+        }
+
+        try
+        {
+            _slots.Release();
+        }
+        catch (ObjectDisposedException)
+        {
+        }
+
+        if (send)
+        {
+            _ = SendQueuedAsync();
+        }
+
+        idle?.TrySetResult();
+    }
+
+    private Task WaitIdleAsync()
+    {
+        lock (_gate)
+        {
+            if (_inFlight == 0)
+            {
+                return Task.CompletedTask;
             }
 
-            slots.Release();
+            _idle ??= new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            return _idle.Task;
         }
     }
+
+    /// <summary>
+    /// Sends every queued reply; one sender at a time, and a caller that finds a send running leaves its replies to it
+    /// (the running sender looks again before it stops). Never throws: a failed send closes the connection.
+    /// </summary>
+    private async ValueTask SendQueuedAsync()
+    {
+        List<QueuedReply> batch;
+        lock (_gate)
+        {
+            if (_sendRunning || _queued.Count == 0)
+            {
+                return;
+            }
+
+            _sendRunning = true;
+            batch = _queued;
+            _queued = _sending;
+            _sending = batch;
+        }
+
+        while (true)
+        {
+            try
+            {
+                if (!_sendFailed)
+                {
+                    await SendBatchAsync(batch);
+                }
+            }
+            catch (Exception ex) when (ex is SocketException or ObjectDisposedException)
+            {
+                Log.PeerConnectionFailed(_logger, ex.Message);
+                lock (_gate)
+                {
+                    _sendFailed = true;
+                }
+
+                _socket.Dispose();
+            }
+
+            foreach (var queued in batch)
+            {
+                if (queued.Payload is not null)
+                {
+                    ArrayPool<byte>.Shared.Return(queued.Payload);
+                }
+            }
+
+            batch.Clear();
+            lock (_gate)
+            {
+                if (_queued.Count == 0)
+                {
+                    _sendRunning = false;
+                    return;
+                }
+
+                batch = _queued;
+                _queued = _sending;
+                _sending = batch;
+            }
+        }
+    }
+
+    /// <summary>Headers and small payloads coalesced into one buffer; a large payload is sent from its own buffer.</summary>
+    private async ValueTask SendBatchAsync(List<QueuedReply> batch)
+    {
+        var used = 0;
+        foreach (var queued in batch)
+        {
+            var length = queued.Header.Length;
+            if (used + PeerReplyHeader.Size + Math.Min(length, CoalesceBytes) > _send.Length)
+            {
+                await SendAllAsync(_send.AsMemory(0, used));
+                used = 0;
+            }
+
+            queued.Header.Write(_send.AsSpan(used));
+            used += PeerReplyHeader.Size;
+            if (length <= CoalesceBytes)
+            {
+                queued.Payload.AsSpan(0, length).CopyTo(_send.AsSpan(used));
+                used += length;
+            }
+            else
+            {
+                await SendAllAsync(_send.AsMemory(0, used));
+                used = 0;
+                await SendAllAsync(queued.Payload.AsMemory(0, length));
+            }
+        }
+
+        if (used > 0)
+        {
+            await SendAllAsync(_send.AsMemory(0, used));
+        }
+    }
+
+    private async ValueTask SendAllAsync(ReadOnlyMemory<byte> data)
+    {
+        while (!data.IsEmpty)
+        {
+            var n = await _socket.SendAsync(data, SocketFlags.None);
+            data = data[n..];
+        }
+    }
+
+    private readonly record struct QueuedReply(PeerReplyHeader Header, byte[]? Payload);
 }
