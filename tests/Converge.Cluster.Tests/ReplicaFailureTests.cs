@@ -131,6 +131,49 @@ public sealed class RebuildTests
     }
 }
 
+/// <summary>Maintenance with full data migration moves every component off the host while I/O goes on.</summary>
+public sealed class MaintenanceTests
+{
+    private const long MiB = 1L << 20;
+
+    [Fact]
+    public async Task Full_data_migration_evacuates_the_host_and_ensure_accessibility_refuses_what_it_cannot_keep()
+    {
+        await using var cluster = await TestCluster.StartAsync(4);
+        var api = cluster[0].Api;
+        await api.CreateVirtualDiskAsync(CreateVirtualDiskRequest.Create("mm", 32 * MiB));
+        var image = cluster.TempPath("mm.img");
+        NbdClients.WriteRandomFile(image, 32 * MiB, seed: 41);
+        await ClusterTests.WriteThroughAsync(cluster[0], "mm", image);
+
+        var info = await api.GetVirtualDiskAsync("mm");
+        var leaving = info.Layout!.First(c => c.Role == "data" && c.HostName != cluster[0].Name).HostName;
+        await api.EnterMaintenanceAsync(leaving, "full-data-migration");
+        await TestCluster.Eventually(
+            async () => (await api.GetVirtualDiskAsync("mm")) is { Compliance: "compliant" } v && v.Layout!.All(c => c.HostName != leaving),
+            $"every component of 'mm' to move off {leaving}", TimeSpan.FromSeconds(90));
+        await ClusterTests.AssertReplicasIdenticalAsync(cluster, "mm");
+
+        // The evacuated host can now stop; everything reads back through the others.
+        await cluster.Hosts.Single(h => h.Name == leaving).StopAsync();
+        foreach (var host in cluster.Hosts.Where(h => h.IsRunning))
+        {
+            await ClusterTests.CompareThroughAsync(host, "mm", image);
+        }
+
+        // With a replica away, ensure-accessibility on the host of the only other replica is refused with a reason.
+        var now = await api.GetVirtualDiskAsync("mm");
+        var lastCopy = now.Layout!.First(c => c.Role == "data").HostName;
+        var other = now.Layout!.First(c => c.Role == "data" && c.HostName != lastCopy).HostName;
+        await cluster.Hosts.Single(h => h.Name == other).KillAsync();
+        await TestCluster.Eventually(
+            async () => (await api.GetVirtualDiskAsync("mm")).Layout!.Any(c => c.HostName == other && c.State != "active"),
+            $"the components on {other} to be absent", TimeSpan.FromSeconds(30));
+        var refused = await Assert.ThrowsAsync<ConvergeApiException>(() => api.EnterMaintenanceAsync(lastCopy, "ensure-accessibility"));
+        Assert.Contains("inaccessible", refused.Message, StringComparison.Ordinal);
+    }
+}
+
 /// <summary>The coordinating host dies mid-copy: another host takes over, reconciles, and the client carries on.</summary>
 public sealed class CoordinatorFailoverTests
 {

@@ -343,7 +343,7 @@ internal sealed class ClusterManager(ClusterNode node)
                 throw new ClusterOperationException(
                     HostErrorKind.Conflict,
                     $"cannot enter maintenance on {host.Name} with ensure-accessibility: virtual disk(s) {string.Join(", ", lost)} would be inaccessible without it, " +
-                    "and moving their data away is not available yet; use no-data-migration to accept that");
+                    "use full-data-migration to move their data away first, or no-data-migration to accept that");
             }
         }
 

@@ -627,7 +627,13 @@ internal sealed class CoordinatedDisk : IReplicaObserver
         foreach (var component in vdisk.Layout.Components)
         {
             var componentState = vdisk.StateOf(component.ComponentId);
-            if (componentState is ComponentState.Active)
+            var host = owner.Metadata.Current.Hosts.GetValueOrDefault(component.HostId);
+            var inMaintenance = host?.State == Metadata.HostState.Maintenance;
+
+            // Maintenance with full data migration evacuates the host: each of its components is rebuilt elsewhere.
+            var evacuate = inMaintenance && host!.MaintenanceMode == MaintenanceModes.FullDataMigration &&
+                           componentState is ComponentState.Active or ComponentState.Absent or ComponentState.Degraded;
+            if (componentState is ComponentState.Active && !evacuate)
             {
                 notActiveSince.Remove(component.ComponentId);
                 continue;
@@ -638,16 +644,23 @@ internal sealed class CoordinatedDisk : IReplicaObserver
                 notActiveSince[component.ComponentId] = since = owner.Time.GetTimestamp();
             }
 
-            var due = componentState == ComponentState.Degraded ||
-                      (componentState == ComponentState.Absent && owner.Time.GetElapsedTime(since) >= owner.RepairDelay);
+            // A host in maintenance (other modes) is expected back: its absence does not start a rebuild.
+            var due = evacuate || componentState == ComponentState.Degraded ||
+                      (componentState == ComponentState.Absent && !inMaintenance && owner.Time.GetElapsedTime(since) >= owner.RepairDelay);
             if (!due)
             {
                 continue;
             }
 
+            if (evacuate && componentState == ComponentState.Active &&
+                vdisk.Layout.Components.Any(c => c.ComponentId != component.ComponentId && vdisk.StateOf(c.ComponentId) != ComponentState.Active))
+            {
+                continue; // One move at a time per virtual disk, and never while it is already short of a copy.
+            }
+
             var state = owner.Metadata.Current;
             var topology = await manager.TopologyAsync(state, cancellationToken).ConfigureAwait(false);
-            var placed = Replacement.Place(vdisk.Layout, component.ComponentId, Guid.NewGuid(), topology, hostLost: componentState != ComponentState.Degraded);
+            var placed = Replacement.Place(vdisk.Layout, component.ComponentId, Guid.NewGuid(), topology, hostLost: evacuate || componentState != ComponentState.Degraded);
             if (placed.Layout is null)
             {
                 Log.CopyFailed(owner.Logger, Name, "rebuild", component.ComponentId.ToString("N"), placed.Error ?? "no placement");
@@ -665,7 +678,8 @@ internal sealed class CoordinatedDisk : IReplicaObserver
             }
 
             notActiveSince.Remove(component.ComponentId);
-            var reason = componentState == ComponentState.Degraded ? "its disk failed" : $"absent for over {owner.RepairDelay.TotalMinutes:0.#} min";
+            var reason = evacuate ? "its host is evacuated (maintenance, full data migration)"
+                : componentState == ComponentState.Degraded ? "its disk failed" : $"absent for over {owner.RepairDelay.TotalMinutes:0.#} min";
             Log.ComponentStateChanged(owner.Logger, Name, replacement.ComponentId.ToString("N"), "stale", result.Generation ?? 0,
                 $"replaces {component.ComponentId:N} on host {replacement.HostId} ({reason})");
 

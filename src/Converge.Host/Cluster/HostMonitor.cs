@@ -120,7 +120,9 @@ internal sealed class HostMonitor(ClusterNode node, TimeSpan heartbeatTimeout, T
                 else
                 {
                     // Resync (host back), rebuild (degraded, or absent past the repair delay): both need a coordinator.
-                    if (componentState is ComponentState.Degraded ||
+                    var evacuating = state.Hosts.TryGetValue(component.HostId, out var owner) && owner.State == Converge.Metadata.HostState.Maintenance &&
+                                     owner.MaintenanceMode == MaintenanceModes.FullDataMigration;
+                    if (componentState is ComponentState.Degraded || evacuating ||
                         (component.Role == ComponentRole.Data && componentState is ComponentState.Absent or ComponentState.Stale or ComponentState.Resyncing))
                     {
                         needsResync = true;
