@@ -218,13 +218,15 @@ public sealed class ApiTests(ApiClusterFixture fixture) : IClassFixture<ApiClust
         // Events are derived from metadata on every host: h3 saw what h1 did.
         await TestCluster.Eventually(async () =>
         {
-            var kinds = (await Cluster[2].Api.ListEventsAsync()).Where(e => e.VirtualDisk == "life").Select(e => e.Kind).ToList();
-            return kinds.SequenceEqual(["vdisk.created", "vdisk.resized", "vdisk.policy", "vdisk.deleted"]);
-        }, "h3 to list the created, resized, policy and deleted events of 'life'");
+            var all = await Cluster[2].Api.ListEventsAsync();
+            var kinds = all.Where(e => e.VirtualDisk == "life").Select(e => e.Kind).ToList();
+            return kinds.SequenceEqual(["vdisk.created", "vdisk.resized", "vdisk.policy", "vdisk.deleted"]) &&
+                   all.Any(e => e.Kind == "policy.deleted" && e.Message.Contains("striped", StringComparison.Ordinal));
+        }, "h3 to list the created, resized, policy and deleted events of 'life' and the deleted policy");
         var events = await Cluster[2].Api.ListEventsAsync();
-        Assert.Contains(events, e => e.Kind == "policy.deleted" && e.Message.Contains("striped", StringComparison.Ordinal));
         var after = await Cluster[2].Api.ListEventsAsync(after: events[^2].Sequence);
-        Assert.Equal(events[^1].Sequence, Assert.Single(after).Sequence);
+        Assert.Equal(events[^1].Sequence, after[0].Sequence);
+        Assert.All(after, e => Assert.True(e.Sequence > events[^2].Sequence));
     }
 
     [Fact]
@@ -286,6 +288,11 @@ public sealed class ApiTests(ApiClusterFixture fixture) : IClassFixture<ApiClust
         Assert.Equal(3, Metric(text, "converge_components{state=\"active\"}"));
 
         // The same I/O in the per-second samples, merged by the cluster endpoint (asked on h1).
+        // Samples cover complete seconds only: wait for the second of the I/O to close.
+        await TestCluster.Eventually(
+            async () => (await H1.Api.GetPerfAsync(60)).VirtualDisks.Any(v => v.Name == "alpha" && v.Samples.Sum(x => x.WriteBytesPerSecond) >= 1 << 20),
+            "alpha's write bytes in the per-second samples",
+            TimeSpan.FromSeconds(10));
         var perf = await H1.Api.GetPerfAsync(60);
         var alpha = Assert.Single(perf.VirtualDisks, v => v.Name == "alpha");
         Assert.True(alpha.Samples.Sum(s => s.WriteBytesPerSecond) >= 1 << 20, "no write bytes in alpha's samples");
