@@ -13,6 +13,9 @@ namespace Converge.Coordinator.Peer;
 /// </summary>
 public sealed class PeerClient : IAsyncDisposable
 {
+    /// <summary>A frame that cannot be sent within this (the peer stopped acknowledging) fails the connection.</summary>
+    private static readonly TimeSpan SendTimeout = TimeSpan.FromSeconds(5);
+
     private readonly EndPoint _endPoint;
     private readonly TimeSpan _connectTimeout;
     private readonly SemaphoreSlim _connectLock = new(1, 1);
@@ -55,7 +58,21 @@ public sealed class PeerClient : IAsyncDisposable
             try
             {
                 // Never cancelled part-way: a torn frame would desynchronise every later request on the connection.
-                await connection.SendAsync(header, payload[..header.PayloadLength]);
+                // A send that cannot finish (the peer is cut off and stopped acknowledging) fails the connection
+                // instead, which fails every request on it; the next request reconnects.
+                var send = connection.SendAsync(header, payload[..header.PayloadLength]);
+                if (!send.IsCompletedSuccessfully)
+                {
+                    try
+                    {
+                        await send.AsTask().WaitAsync(SendTimeout);
+                    }
+                    catch (TimeoutException ex)
+                    {
+                        Fail(connection, $"a send to {_endPoint} made no progress for {SendTimeout.TotalSeconds:0} s");
+                        throw Unavailable($"peer {_endPoint} stopped taking data", ex);
+                    }
+                }
             }
             catch (Exception ex) when (ex is SocketException or ObjectDisposedException)
             {

@@ -15,6 +15,9 @@ namespace Converge.Host.Cluster;
 internal sealed class CoordinatedDisk : IReplicaObserver
 {
     private const int CopyChunk = 1 << 20;
+
+    /// <summary>How long a replica failure may wait for the metadata to commit it (a Raft election under load takes seconds).</summary>
+    private static readonly TimeSpan CommitTimeout = TimeSpan.FromSeconds(20);
     private readonly CoordinatorManager owner;
     private readonly Lock gate = new();
     private readonly CancellationTokenSource stop = new();
@@ -214,7 +217,7 @@ internal sealed class CoordinatedDisk : IReplicaObserver
             try
             {
                 result = await owner.Metadata.ProposeAsync(
-                    new SetComponentState(Guid.NewGuid(), VirtualDiskId, id, componentState, expected), cancellationToken, timeout: TimeSpan.FromSeconds(5)).ConfigureAwait(false);
+                    new SetComponentState(Guid.NewGuid(), VirtualDiskId, id, componentState, expected), cancellationToken, timeout: CommitTimeout).ConfigureAwait(false);
             }
             catch (Exception e) when (e is MetadataUnavailableException or HttpRequestException or OperationCanceledException && !cancellationToken.IsCancellationRequested)
             {
@@ -337,7 +340,14 @@ internal sealed class CoordinatedDisk : IReplicaObserver
 
             foreach (var member in readable)
             {
-                await volume.Members[member.ComponentId].ClearChangesAsync(ChangeKinds.Intents, 0, member.Length, cancellationToken).ConfigureAwait(false);
+                try
+                {
+                    await Bounded(ct => volume.Members[member.ComponentId].ClearChangesAsync(ChangeKinds.Intents, 0, member.Length, ct), cancellationToken).ConfigureAwait(false);
+                }
+                catch (VolumeException e) when (e is not ReplicaFailureException)
+                {
+                    throw new ReplicaFailureException(new Dictionary<Guid, VolumeException> { [member.ComponentId] = e }, volume.Generation);
+                }
             }
         }
     }
@@ -346,7 +356,7 @@ internal sealed class CoordinatedDisk : IReplicaObserver
     {
         try
         {
-            return await volume.Members[componentId].ReadChangesAsync(kinds, cancellationToken).ConfigureAwait(false);
+            return await Bounded(ct => volume.Members[componentId].ReadChangesAsync(kinds, ct), cancellationToken).ConfigureAwait(false);
         }
         catch (VolumeException e) when (e is not ReplicaFailureException)
         {
@@ -407,7 +417,7 @@ internal sealed class CoordinatedDisk : IReplicaObserver
             await volume.FlushAsync(cancellationToken).ConfigureAwait(false);
             foreach (var member in volume.Members.Values)
             {
-                await member.ClearChangesAsync(WriteIntents.KindOf(old), 0, member.Size, cancellationToken).ConfigureAwait(false);
+                await Bounded(ct => member.ClearChangesAsync(WriteIntents.KindOf(old), 0, member.Size, ct), cancellationToken).ConfigureAwait(false);
             }
         }
         catch (VolumeException)
@@ -501,12 +511,12 @@ internal sealed class CoordinatedDisk : IReplicaObserver
 
             foreach (var sibling in volume.Siblings(component).Where(s => !full && volume.IsReadable(s.ComponentId)))
             {
-                ranges.AddRange(await volume.Members[sibling.ComponentId].ReadChangesAsync(ChangeKinds.Dirty, cancellationToken).ConfigureAwait(false));
+                ranges.AddRange(await Bounded(ct => volume.Members[sibling.ComponentId].ReadChangesAsync(ChangeKinds.Dirty, ct), cancellationToken).ConfigureAwait(false));
             }
 
             if (inheritedAbsences.Contains(component.ComponentId))
             {
-                ranges.AddRange(await target.ReadChangesAsync(ChangeKinds.Intents, cancellationToken).ConfigureAwait(false));
+                ranges.AddRange(await Bounded(ct => target.ReadChangesAsync(ChangeKinds.Intents, ct), cancellationToken).ConfigureAwait(false));
             }
         }
         catch (VolumeException e)
@@ -534,7 +544,7 @@ internal sealed class CoordinatedDisk : IReplicaObserver
                 }
             }
 
-            await target.FlushAsync(cancellationToken).ConfigureAwait(false);
+            await Bounded(target.FlushAsync, cancellationToken).ConfigureAwait(false);
         }
         catch (VolumeException e)
         {
@@ -569,7 +579,7 @@ internal sealed class CoordinatedDisk : IReplicaObserver
             {
                 try
                 {
-                    await member.ClearChangesAsync(ChangeKinds.Dirty, 0, member.Size, cancellationToken).ConfigureAwait(false);
+                    await Bounded(ct => member.ClearChangesAsync(ChangeKinds.Dirty, 0, member.Size, ct), cancellationToken).ConfigureAwait(false);
                 }
                 catch (VolumeException)
                 {
@@ -589,7 +599,8 @@ internal sealed class CoordinatedDisk : IReplicaObserver
         for (var at = 0L; at < component.Length;)
         {
             var window = Math.Min(BlockGeometry.MaxRequestBytes, component.Length - at);
-            var extents = await replica.GetAllocationAsync(at, window, cancellationToken).ConfigureAwait(false);
+            var start = at;
+            var extents = await Bounded(ct => replica.GetAllocationAsync(start, window, ct), cancellationToken).ConfigureAwait(false);
             var covered = 0L;
             foreach (var extent in extents)
             {
@@ -742,7 +753,7 @@ internal sealed class CoordinatedDisk : IReplicaObserver
         {
             try
             {
-                await volume.Members[replica.ComponentId].ReadAsync(position, scrubBuffer.AsMemory(0, chunk), cancellationToken).ConfigureAwait(false);
+                await Bounded(ct => volume.Members[replica.ComponentId].ReadAsync(position, scrubBuffer.AsMemory(0, chunk), ct), cancellationToken).ConfigureAwait(false);
             }
             catch (VolumeException e) when (e.Error == VolumeError.ChecksumMismatch)
             {
@@ -764,7 +775,7 @@ internal sealed class CoordinatedDisk : IReplicaObserver
                 {
                     try
                     {
-                        await volume.Members[id].ReadAsync(position + at, scrubBuffer.AsMemory(0, BlockGeometry.BlockSize), cancellationToken).ConfigureAwait(false);
+                        await Bounded(ct => volume.Members[id].ReadAsync(position + at, scrubBuffer.AsMemory(0, BlockGeometry.BlockSize), ct), cancellationToken).ConfigureAwait(false);
                     }
                     catch (VolumeException e) when (e.Error == VolumeError.ChecksumMismatch)
                     {
@@ -777,6 +788,28 @@ internal sealed class CoordinatedDisk : IReplicaObserver
 
         scrubCursor += chunk;
     }
+
+    /// <summary>A request to one replica outside the I/O path, bounded like the I/O path's (a hung or cut-off host).</summary>
+    private static async Task<T> Bounded<T>(Func<CancellationToken, ValueTask<T>> request, CancellationToken cancellationToken, TimeSpan? timeout = null)
+    {
+        using var bounded = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        bounded.CancelAfter(timeout ?? TimeSpan.FromSeconds(5));
+        try
+        {
+            return await request(bounded.Token).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException e) when (!cancellationToken.IsCancellationRequested)
+        {
+            throw new VolumeException(VolumeError.Unavailable, "a replica did not answer in time", e);
+        }
+    }
+
+    private static Task Bounded(Func<CancellationToken, ValueTask> request, CancellationToken cancellationToken) =>
+        Bounded(async ct =>
+        {
+            await request(ct).ConfigureAwait(false);
+            return true;
+        }, cancellationToken);
 
     /// <summary>Keeps a copy at or below the resync bandwidth limit, so client I/O keeps its share.</summary>
     private async Task ThrottleAsync(long copied, long started, CancellationToken cancellationToken)

@@ -387,14 +387,15 @@ internal sealed class CoordinatorManager : INbdExportCatalog, IAsyncDisposable
 /// </summary>
 internal sealed class ExportVolume(CoordinatorManager manager, string virtualDiskId, string name, long size) : IBlockVolume
 {
-    private static readonly TimeSpan RetryFor = TimeSpan.FromSeconds(30);
+    private static readonly TimeSpan RetryFor = TimeSpan.FromSeconds(45);
 
     /// <summary>
-    /// A proxied request that gets no answer within this is abandoned and re-routed: the coordinator may hang
-    /// (SIGSTOP) or sit behind a partition, and its lease then moves to a host that answers. Longer than a coordinator
-    /// needs to retry a request around a failed replica (replica timeout + commit).
+    /// A proxied request is abandoned and re-routed once the coordinator's lease has lapsed (it hangs, or sits behind a
+    /// partition), and in any case after this long.
     /// </summary>
-    private static readonly TimeSpan ProxyTimeout = TimeSpan.FromSeconds(8);
+    private static readonly TimeSpan ProxyTimeout = TimeSpan.FromSeconds(60);
+
+    private static readonly TimeSpan LeaseCheckInterval = TimeSpan.FromMilliseconds(500);
 
     public string Name { get; } = name;
 
@@ -468,12 +469,34 @@ internal sealed class ExportVolume(CoordinatorManager manager, string virtualDis
                 }
             }
 
+            // Wait for the coordinator as long as its lease stands (it may be retrying around a failed replica, or
+            // waiting for a metadata election); once the lease has moved or expired it is hung or cut off: re-route.
+            var routedBy = manager.Metadata.Current.VirtualDisks.GetValueOrDefault(virtualDiskId)?.Lease;
             using var bounded = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
             bounded.CancelAfter(ProxyTimeout);
             try
             {
-                await operation(volume, bounded.Token).ConfigureAwait(false);
-                return;
+                var pending = operation(volume, bounded.Token).AsTask();
+                while (true)
+                {
+                    try
+                    {
+                        await pending.WaitAsync(LeaseCheckInterval, cancellationToken).ConfigureAwait(false);
+                        return;
+                    }
+                    catch (TimeoutException)
+                    {
+                        var lease = manager.Metadata.Current.VirtualDisks.GetValueOrDefault(virtualDiskId)?.Lease;
+                        if (lease is null || routedBy is null || lease.Epoch != routedBy.Epoch || lease.HostId != routedBy.HostId ||
+                            lease.IsExpiredAt(manager.Time.GetUtcNow()))
+                        {
+                            // Do not wait for the abandoned request: its send may be stuck behind the cut-off link.
+                            await bounded.CancelAsync().ConfigureAwait(false);
+                            _ = pending.ContinueWith(static t => _ = t.Exception, CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted, TaskScheduler.Default);
+                            throw new VolumeException(VolumeError.Unavailable, $"virtual disk '{Name}': its coordinator {routedBy?.HostId} stopped answering and its lease lapsed");
+                        }
+                    }
+                }
             }
             catch (Exception e) when ((e is VolumeException { Error: VolumeError.Unavailable } ||
                                        (e is OperationCanceledException && !cancellationToken.IsCancellationRequested)) &&
