@@ -153,7 +153,7 @@ public sealed class FaultInjectionTests(ITestOutputHelper output)
         var info = await cluster.VdiskAsync("rot");
         var component = info.Layout!.Single(c => c.Role == "data" && c.HostName == roles.Coordinator.Name);
         var diskPath = (await roles.Coordinator.Api.ListDisksAsync()).Single(d => FaultKit.SameId(d.Id, component.DiskId)).Path;
-        var physical = FindPatternBlock(diskPath, Pattern);
+        var physical = DiskFiles.FindFilledBlock(diskPath, Pattern);
         Assert.True(physical >= 0, $"no 4 KiB block of 0x{Pattern:x2} in {diskPath}");
         var checksumBefore = (await roles.Coordinator.Api.ListDisksAsync()).Single(d => FaultKit.SameId(d.Id, component.DiskId)).ChecksumErrors;
         var resyncBefore = await cluster.ResyncTotalsAsync();
@@ -339,30 +339,6 @@ public sealed class FaultInjectionTests(ITestOutputHelper output)
         await using var file = new FileStream(image, FileMode.Open, FileAccess.Write);
         file.Position = offset;
         await file.WriteAsync(Enumerable.Repeat(pattern, length).ToArray());
-    }
-
-    /// <summary>Byte offset of the first 4 KiB-aligned block of the file that is entirely <paramref name="pattern"/>, or -1.</summary>
-    private static long FindPatternBlock(string path, byte pattern)
-    {
-        using var file = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite, 1 << 20);
-        var chunk = new byte[1 << 20];
-        long offset = 0;
-        int read;
-        while ((read = file.ReadAtLeast(chunk, chunk.Length, throwOnEndOfStream: false)) > 0)
-        {
-            for (var i = 0; i + 4096 <= read; i += 4096)
-            {
-                var block = chunk.AsSpan(i, 4096);
-                if (block[0] == pattern && !block.ContainsAnyExcept(pattern))
-                {
-                    return offset + i;
-                }
-            }
-
-            offset += read;
-        }
-
-        return -1;
     }
 
     /// <summary>Writes zeros to <paramref name="path"/> until the file system is full; returns the bytes written.</summary>

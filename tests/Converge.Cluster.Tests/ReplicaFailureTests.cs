@@ -243,7 +243,7 @@ public sealed class BitRotTests
         var flipped = 0;
         foreach (var disk in Directory.GetFiles(victim.DataDir, "d*.img"))
         {
-            var physical = FindPatternBlock(disk);
+            var physical = DiskFiles.FindFilledBlock(disk, Pattern);
             if (physical < 0)
             {
                 continue;
@@ -288,26 +288,4 @@ public sealed class BitRotTests
         return total;
     }
 
-    private static long FindPatternBlock(string path)
-    {
-        using var file = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite, 1 << 20);
-        var chunk = new byte[1 << 20];
-        long offset = 0;
-        int read;
-        while ((read = file.ReadAtLeast(chunk, chunk.Length, throwOnEndOfStream: false)) > 0)
-        {
-            for (var i = 0; i + Block <= read; i += Block)
-            {
-                var block = chunk.AsSpan(i, Block);
-                if (block[0] == Pattern && !block.ContainsAnyExcept(Pattern))
-                {
-                    return offset + i;
-                }
-            }
-
-            offset += read;
-        }
-
-        return -1;
-    }
 }

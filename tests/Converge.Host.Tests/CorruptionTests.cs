@@ -37,7 +37,7 @@ public sealed class CorruptionTests : IAsyncLifetime
         var checksumErrorsBefore = (await Host.Api.ListDisksAsync()).Single(d => d.Path == diskPath).ChecksumErrors;
 
         // Find a data block that holds the pattern and flip bytes in it, through the page cache the daemon reads from.
-        var physical = FindPatternBlock(diskPath);
+        var physical = DiskFiles.FindFilledBlock(diskPath, Pattern);
         Assert.True(physical >= 0, $"no 4 KiB block of 0x{Pattern:x2} found in {diskPath}");
         using (var file = new FileStream(diskPath, FileMode.Open, FileAccess.ReadWrite, FileShare.ReadWrite))
         {
@@ -82,29 +82,5 @@ public sealed class CorruptionTests : IAsyncLifetime
 
         // Rewriting the bad range heals it (redirect-on-write puts the data in a fresh block).
         Check.Succeeded(await NbdClients.QemuIoAsync(uri, [$"write -P 0x5d {target} 64k", $"read -P 0x5d {target} 64k"]), Host);
-    }
-
-    /// <summary>Byte offset of the first 4 KiB-aligned block in the file that is entirely <see cref="Pattern"/>, or -1.</summary>
-    private static long FindPatternBlock(string path)
-    {
-        using var file = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite, 1 << 20);
-        var chunk = new byte[1 << 20];
-        long offset = 0;
-        int read;
-        while ((read = file.ReadAtLeast(chunk, chunk.Length, throwOnEndOfStream: false)) > 0)
-        {
-            for (var i = 0; i + Block <= read; i += Block)
-            {
-                var block = chunk.AsSpan(i, Block);
-                if (block[0] == Pattern && !block.ContainsAnyExcept(Pattern))
-                {
-                    return offset + i;
-                }
-            }
-
-            offset += read;
-        }
-
-        return -1;
     }
 }
