@@ -40,7 +40,7 @@ public sealed class FaultInjectionTests(ITestOutputHelper output)
         await fio.WaitWrittenAsync(before + (4 * MiB), TimeSpan.FromSeconds(60));
         log.Line($"fio kept writing without {roles.Replica.Name}: {before / MiB} -> {fio.WrittenBytes / MiB} MiB");
         await roles.Replica.RestartAsync();
-        var compliant = await cluster.WaitCompliantAsync("k9", ResyncTimeout);
+        var compliant = await cluster.WaitCompliantAsync("k9", ResyncTimeout, via: roles.Coordinator);
         log.Survive($"{roles.Replica.Name} back and resynced: {FaultKit.Describe(compliant)}");
 
         var summary = await fio.FinishAsync(FioTimeout, () => cluster.LogTails());
@@ -66,7 +66,7 @@ public sealed class FaultInjectionTests(ITestOutputHelper output)
 
         await roles.Replica.ResumeAsync();
         log.Line($"SIGCONT {roles.Replica.Name}");
-        var compliant = await cluster.WaitCompliantAsync("hang", ResyncTimeout);
+        var compliant = await cluster.WaitCompliantAsync("hang", ResyncTimeout, via: roles.Coordinator);
         log.Survive($"{roles.Replica.Name} resumed and resynced: {FaultKit.Describe(compliant)}");
 
         var summary = await fio.FinishAsync(FioTimeout, () => cluster.LogTails());
