@@ -509,6 +509,9 @@ public sealed record HostResyncState
     public long CopiesCompleted { get; init; }
     public long Repairs { get; init; }
     public long RepairedBytes { get; init; }
+    public long ScrubbedBytes { get; init; }
+    public long ScrubErrors { get; init; }
+    public long ScrubPasses { get; init; }
 }
 
 /// <summary>One entry of <see cref="HostResyncState.Running"/>.</summary>
@@ -521,6 +524,7 @@ public sealed record HostResyncCopy
     public required string Kind { get; init; }
     public long TotalBytes { get; init; }
     public long DoneBytes { get; init; }
+    public long RemainingBytes { get; init; }
     public double BytesPerSecond { get; init; }
     public double? EtaSeconds { get; init; }
     public DateTimeOffset StartedAt { get; init; }

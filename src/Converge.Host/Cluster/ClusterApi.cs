@@ -126,35 +126,8 @@ internal static class ClusterApi
             await node.Coordinators.ReleaseAsync(id, context.RequestAborted).ConfigureAwait(false);
             return Results.NoContent();
         });
-        internalApi.MapGet("/resync", () =>
-        {
-            var running = node.Resyncs.Snapshot();
-            var body = new System.Text.Json.Nodes.JsonObject
-            {
-                ["running"] = new System.Text.Json.Nodes.JsonArray([.. running.Select(r => (System.Text.Json.Nodes.JsonNode)new System.Text.Json.Nodes.JsonObject
-                {
-                    ["virtualDiskId"] = r.VirtualDiskId,
-                    ["virtualDiskName"] = r.VirtualDiskName,
-                    ["componentId"] = r.ComponentId.ToString("N"),
-                    ["targetHostId"] = r.TargetHostId,
-                    ["kind"] = r.Kind.ToString().ToLowerInvariant(),
-                    ["totalBytes"] = r.TotalBytes,
-                    ["doneBytes"] = r.DoneBytes,
-                    ["remainingBytes"] = r.RemainingBytes,
-                    ["bytesPerSecond"] = r.BytesPerSecond,
-                    ["etaSeconds"] = r.EstimatedTimeLeft?.TotalSeconds,
-                    ["startedAt"] = r.StartedAt,
-                })]),
-                ["bytesCopied"] = node.Resyncs.BytesCopied,
-                ["copiesCompleted"] = node.Resyncs.CopiesCompleted,
-                ["repairs"] = node.Coordinators.Repairs,
-                ["repairedBytes"] = node.Coordinators.RepairedBytes,
-                ["scrubbedBytes"] = node.Coordinators.ScrubbedBytes,
-                ["scrubErrors"] = node.Coordinators.ScrubErrors,
-                ["scrubPasses"] = node.Coordinators.ScrubPasses,
-            };
-            return Results.Text(body.ToJsonString(), "application/json");
-        });
+        internalApi.MapGet("/resync", (Management.ClusterViews views) =>
+            ManagementApi.Json(views.LocalResyncState(), ContractsJsonContext.Default.HostResyncState));
         internalApi.MapPost("/test/disks/{id}/{action}", async (string id, string action, HttpContext context) =>
         {
             if (!node.FaultInjectionEnabled)

@@ -43,6 +43,7 @@ internal sealed class ClusterViews(IoMeters meters, HostInventory inventory, ISe
                 Kind = c.Kind.ToString().ToLowerInvariant(),
                 TotalBytes = c.TotalBytes,
                 DoneBytes = c.DoneBytes,
+                RemainingBytes = c.RemainingBytes,
                 BytesPerSecond = c.BytesPerSecond,
                 EtaSeconds = c.EstimatedTimeLeft?.TotalSeconds,
                 StartedAt = c.StartedAt,
@@ -50,6 +51,10 @@ internal sealed class ClusterViews(IoMeters meters, HostInventory inventory, ISe
             BytesCopied = cluster.Resyncs.BytesCopied,
             CopiesCompleted = cluster.Resyncs.CopiesCompleted,
             Repairs = cluster.Coordinators.Repairs,
+            RepairedBytes = cluster.Coordinators.RepairedBytes,
+            ScrubbedBytes = cluster.Coordinators.ScrubbedBytes,
+            ScrubErrors = cluster.Coordinators.ScrubErrors,
+            ScrubPasses = cluster.Coordinators.ScrubPasses,
         };
 
     /// <summary>Merged over every host of the cluster (a standalone host runs no copies).</summary>
