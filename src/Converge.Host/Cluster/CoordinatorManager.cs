@@ -127,19 +127,7 @@ internal sealed class CoordinatorManager : INbdExportCatalog, IAsyncDisposable
             return false;
         }
 
-        try
-        {
-            using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-            timeout.CancelAfter(TimeSpan.FromSeconds(1));
-            await peers.Get(host.Endpoints.PeerData).SendAsync(
-                new PeerRequestHeader(PeerOp.Ping, PeerFlags.None, 0, component.ComponentId, 0, 0, 0, 0),
-                ReadOnlyMemory<byte>.Empty, Memory<byte>.Empty, timeout.Token).ConfigureAwait(false);
-            return true;
-        }
-        catch (Exception e) when (e is VolumeException or OperationCanceledException && !cancellationToken.IsCancellationRequested)
-        {
-            return false;
-        }
+        return await peers.PingAsync(host.Endpoints.PeerData, TimeSpan.FromSeconds(1), cancellationToken).ConfigureAwait(false);
     }
 
     public void Start() => renewer = Task.Run(() => RenewLoopAsync(stop.Token), CancellationToken.None);

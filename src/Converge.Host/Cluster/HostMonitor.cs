@@ -1,6 +1,5 @@
 using System.Collections.Concurrent;
 using Converge.Common;
-using Converge.Coordinator.Peer;
 using Converge.Metadata;
 using Converge.Placement;
 
@@ -68,25 +67,17 @@ internal sealed class HostMonitor(ClusterNode node, TimeSpan heartbeatTimeout, T
         var hosts = node.Metadata.Current.Hosts.Values.Where(h => h.HostId != node.HostId && h.State != Converge.Metadata.HostState.Decommissioned).ToList();
         await Task.WhenAll(hosts.Select(async host =>
         {
-            try
+            if (await node.Peers.PingAsync(host.Endpoints.PeerData, Interval, cancellationToken).ConfigureAwait(false))
             {
-                using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-                timeout.CancelAfter(Interval);
-                await node.Peers.Get(host.Endpoints.PeerData).SendAsync(
-                    new PeerRequestHeader(PeerOp.Ping, PeerFlags.None, 0, Guid.Empty, 0, 0, 0, 0),
-                    ReadOnlyMemory<byte>.Empty, Memory<byte>.Empty, timeout.Token).ConfigureAwait(false);
                 lastSeen[host.HostId] = time.GetTimestamp();
                 if (reported.TryRemove(host.HostId, out _))
                 {
                     Log.HostReachable(logger, host.Name, host.HostId);
                 }
             }
-            catch (Exception e) when (e is VolumeException or OperationCanceledException && !cancellationToken.IsCancellationRequested)
+            else if (IsDown(host.HostId) && reported.TryAdd(host.HostId, true))
             {
-                if (IsDown(host.HostId) && reported.TryAdd(host.HostId, true))
-                {
-                    Log.HostUnreachable(logger, host.Name, host.HostId, (SilentFor(host.HostId) ?? heartbeatTimeout).TotalSeconds);
-                }
+                Log.HostUnreachable(logger, host.Name, host.HostId, (SilentFor(host.HostId) ?? heartbeatTimeout).TotalSeconds);
             }
         })).ConfigureAwait(false);
     }

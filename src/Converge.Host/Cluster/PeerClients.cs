@@ -34,6 +34,24 @@ internal sealed class PeerClients : IAsyncDisposable
         }
     }
 
+    /// <summary>Whether the peer answers a PING within <paramref name="timeout"/>.</summary>
+    public async Task<bool> PingAsync(string endpoint, TimeSpan timeout, CancellationToken cancellationToken)
+    {
+        using var bounded = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        bounded.CancelAfter(timeout);
+        try
+        {
+            await Get(endpoint).SendAsync(
+                new PeerRequestHeader(PeerOp.Ping, PeerFlags.None, 0, Guid.Empty, 0, 0, 0, 0),
+                ReadOnlyMemory<byte>.Empty, Memory<byte>.Empty, bounded.Token).ConfigureAwait(false);
+            return true;
+        }
+        catch (Exception e) when (e is VolumeException or OperationCanceledException && !cancellationToken.IsCancellationRequested)
+        {
+            return false;
+        }
+    }
+
     public async Task EnsureComponentAsync(string endpoint, Guid componentId, Guid diskId, long size, string name, CancellationToken cancellationToken)
     {
         var payload = ComponentPeerHandler.EncodeEnsure(diskId, size, name);
