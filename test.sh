@@ -72,6 +72,13 @@ for trx in sorted(glob.glob(os.path.join(results, "*", "*.trx"))):
                     print("    " + line)
         if r.get("outcome") == "Failed":
             print("    FAILED " + r.get("testName"))
+            # The first lines of the failure say which assertion broke, so a red CI run is diagnosable from its tail.
+            msg = r.find("t:Output/t:ErrorInfo/t:Message", ns)
+            trace = r.find("t:Output/t:ErrorInfo/t:StackTrace", ns)
+            for text, limit in ((msg, 6), (trace, 4)):
+                if text is not None and text.text:
+                    for line in text.text.strip().splitlines()[:limit]:
+                        print("      " + line.strip()[:200])
 for name in broken:
     print("  %-32s did not run (build or test host failure)" % name)
 line = "%d passed, %d failed" % (passed, failed)

@@ -346,7 +346,9 @@ internal sealed class HostInventory : INbdExportCatalog, IAsyncDisposable
     ];
 
     /// <summary>An online virtual disk by name; <c>""</c> is the default export when exactly one virtual disk is online.</summary>
-    public IBlockVolume? FindExport(string name)
+    public ValueTask<IBlockVolume?> FindExportAsync(string name, CancellationToken cancellationToken) => ValueTask.FromResult(FindExport(name));
+
+    private IBlockVolume? FindExport(string name)
     {
         var current = snapshot;
         if (name.Length == 0)

@@ -12,7 +12,7 @@ public interface INbdExportCatalog
     /// The volume behind <paramref name="name"/>, or <see langword="null"/> when there is none.
     /// The empty name is the default export: return the only export if exactly one exists, else null.
     /// </summary>
-    IBlockVolume? FindExport(string name);
+    ValueTask<IBlockVolume?> FindExportAsync(string name, CancellationToken cancellationToken);
 }
 
 /// <summary>One entry of <c>NBD_OPT_LIST</c> and the source of <c>NBD_INFO_DESCRIPTION</c>.</summary>

@@ -128,7 +128,7 @@ internal sealed class NbdHandshake
         switch (option)
         {
             case NbdOption.ExportName:
-                var selected = HandleExportName(data);
+                var selected = await HandleExportNameAsync(data, ct);
                 if (selected.Export is not null)
                 {
                     await _writer.FlushAsync(ct);
@@ -149,7 +149,7 @@ internal sealed class NbdHandshake
 
             case NbdOption.Info:
             case NbdOption.Go:
-                var export = HandleInfoOrGo(option, data);
+                var export = await HandleInfoOrGoAsync(option, data, ct);
                 if (option == NbdOption.Go && export is not null)
                 {
                     await _writer.FlushAsync(ct);
@@ -173,7 +173,7 @@ internal sealed class NbdHandshake
 
             case NbdOption.ListMetaContext:
             case NbdOption.SetMetaContext:
-                HandleMetaContext(option, data);
+                await HandleMetaContextAsync(option, data, ct);
                 break;
 
             default:
@@ -187,7 +187,7 @@ internal sealed class NbdHandshake
         return OptionOutcome.Continue;
     }
 
-    private OptionOutcome HandleExportName(byte[] data)
+    private async ValueTask<OptionOutcome> HandleExportNameAsync(byte[] data, CancellationToken ct)
     {
         if (!TryDecodeString(data, out var name))
         {
@@ -195,7 +195,7 @@ internal sealed class NbdHandshake
             return OptionOutcome.Close;
         }
 
-        var volume = _catalog.FindExport(name);
+        var volume = await _catalog.FindExportAsync(name, ct);
         if (volume is null)
         {
             // Spec: this option cannot return an error, so the server MUST terminate the session.
@@ -234,7 +234,7 @@ internal sealed class NbdHandshake
         WriteReply(NbdOption.List, OptionReplyType.Ack);
     }
 
-    private NegotiatedExport? HandleInfoOrGo(NbdOption option, byte[] data)
+    private async ValueTask<NegotiatedExport?> HandleInfoOrGoAsync(NbdOption option, byte[] data, CancellationToken ct)
     {
         // Data: u32 name length, name, u16 number of info requests, u16 x n requests.
         var span = data.AsSpan();
@@ -278,7 +278,7 @@ internal sealed class NbdHandshake
             }
         }
 
-        var volume = _catalog.FindExport(name);
+        var volume = await _catalog.FindExportAsync(name, ct);
         if (volume is null)
         {
             Log.ExportNotFound(_logger, name);
@@ -320,7 +320,7 @@ internal sealed class NbdHandshake
         return export;
     }
 
-    private void HandleMetaContext(NbdOption option, byte[] data)
+    private async ValueTask HandleMetaContextAsync(NbdOption option, byte[] data, CancellationToken ct)
     {
         var isSet = option == NbdOption.SetMetaContext;
         if (isSet)
@@ -341,7 +341,7 @@ internal sealed class NbdHandshake
             return;
         }
 
-        if (_catalog.FindExport(exportName) is null)
+        if (await _catalog.FindExportAsync(exportName, ct) is null)
         {
             WriteError(option, OptionReplyType.ErrUnknown, $"export '{exportName}' does not exist");
             return;

@@ -205,7 +205,9 @@ internal sealed class TestCatalog : INbdExportCatalog
         }
     }
 
-    public IBlockVolume? FindExport(string name)
+    public ValueTask<IBlockVolume?> FindExportAsync(string name, CancellationToken cancellationToken) => ValueTask.FromResult(FindExport(name));
+
+    private IBlockVolume? FindExport(string name)
     {
         lock (_gate)
         {

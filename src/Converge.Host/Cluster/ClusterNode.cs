@@ -166,7 +166,8 @@ internal sealed class ClusterNode : INbdExportCatalog, IPeerRequestHandler, IAsy
 
     public IReadOnlyList<NbdExportInfo> ListExports() => coordinators?.ListExports() ?? [];
 
-    public IBlockVolume? FindExport(string name) => coordinators?.FindExport(name);
+    public ValueTask<IBlockVolume?> FindExportAsync(string name, CancellationToken cancellationToken) =>
+        coordinators?.FindExportAsync(name, cancellationToken) ?? ValueTask.FromResult<IBlockVolume?>(null);
 
     public int ReplyCapacity(in PeerRequestHeader header) => peerHandler?.ReplyCapacity(header) ?? 0;
 
@@ -390,6 +391,23 @@ internal sealed class ClusterNode : INbdExportCatalog, IPeerRequestHandler, IAsy
     private async Task RegisterOnceAsync(CancellationToken cancellationToken)
     {
         var m = Metadata;
+
+        // A restarted host holds the metadata it had when it stopped; catching up to the leader's commit first means
+        // it never reports ready (and so never serves or answers) from a stale view.
+        using (var barrier = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken))
+        {
+            barrier.CancelAfter(TimeSpan.FromSeconds(5));
+            try
+            {
+                await m.Service.BarrierAsync(barrier.Token).ConfigureAwait(false);
+            }
+            catch (Exception e) when (e is HttpRequestException or InvalidOperationException ||
+                                      (e is OperationCanceledException && !cancellationToken.IsCancellationRequested))
+            {
+                throw new MetadataUnavailableException($"catching up with the cluster metadata: {e.Message}", e);
+            }
+        }
+
         if (m.Current.Cluster is null)
         {
             if (membership?.Founder == true)

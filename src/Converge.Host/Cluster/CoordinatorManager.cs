@@ -139,7 +139,7 @@ internal sealed class CoordinatorManager : INbdExportCatalog, IAsyncDisposable
             .Select(v => new NbdExportInfo(v.Name, $"Converge virtual disk {v.Name}, {ByteSize.Format(v.SizeBytes)}, policy {v.PolicyName}")),
     ];
 
-    public IBlockVolume? FindExport(string name)
+    public async ValueTask<IBlockVolume?> FindExportAsync(string name, CancellationToken cancellationToken)
     {
         var state = metadata.Current;
         VirtualDiskRecord? vdisk;
@@ -155,10 +155,12 @@ internal sealed class CoordinatorManager : INbdExportCatalog, IAsyncDisposable
                 // Just created on another host? Catch up (linearizable read, 2 s at most) before answering "no such export".
                 try
                 {
-                    using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(2));
-                    Task.Run(() => metadata.Service.BarrierAsync(timeout.Token), timeout.Token).GetAwaiter().GetResult();
+                    using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+                    timeout.CancelAfter(TimeSpan.FromSeconds(2));
+                    await metadata.Service.BarrierAsync(timeout.Token).ConfigureAwait(false);
                 }
-                catch (Exception e) when (e is MetadataUnavailableException or OperationCanceledException or HttpRequestException or InvalidOperationException)
+                catch (Exception e) when (e is MetadataUnavailableException or HttpRequestException or InvalidOperationException ||
+                                          (e is OperationCanceledException && !cancellationToken.IsCancellationRequested))
                 {
                 }
 

@@ -17,9 +17,9 @@ internal sealed class MeteredExportCatalog(INbdExportCatalog inner, IoMeters met
 {
     public IReadOnlyList<NbdExportInfo> ListExports() => inner.ListExports();
 
-    public IBlockVolume? FindExport(string name)
+    public async ValueTask<IBlockVolume?> FindExportAsync(string name, CancellationToken cancellationToken)
     {
-        var volume = inner.FindExport(name);
+        var volume = await inner.FindExportAsync(name, cancellationToken).ConfigureAwait(false);
         return volume is null ? null : new MeteredVolume(volume, meters.For(volume.Name));
     }
 }
