@@ -13,6 +13,25 @@ internal static class ManagementApi
 {
     private const string ProblemContentType = "application/problem+json";
 
+    /// <summary>
+    /// Reads through any host see every change committed through any other host before them (a policy updated via h1
+    /// then shown via h2). Without a metadata quorum the local view is still served after a second: an operator needs
+    /// to see the cluster most when it is in trouble.
+    /// </summary>
+    private static async Task ReadBarrierAsync(ClusterNode cluster, CancellationToken cancellationToken)
+    {
+        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        timeout.CancelAfter(TimeSpan.FromSeconds(1));
+        try
+        {
+            await cluster.Metadata.Service.BarrierAsync(timeout.Token).ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is MetadataUnavailableException or HttpRequestException or InvalidOperationException ||
+                                  (e is OperationCanceledException && !cancellationToken.IsCancellationRequested))
+        {
+        }
+    }
+
     public static void Map(WebApplication app)
     {
         var logger = app.Services.GetRequiredService<ILoggerFactory>().CreateLogger(ConvergeHost.LogCategory);
@@ -35,8 +54,24 @@ internal static class ManagementApi
         });
 
         ManagementEndpoints.UseAdminToken(app);
-        var api = app.MapGroup("/api/v1");
         var cluster = app.Services.GetService<ClusterNode>();
+        if (cluster is not null)
+        {
+            app.Use(async (context, next) =>
+            {
+                var request = context.Request;
+                if (HttpMethods.IsGet(request.Method) && cluster.Registered &&
+                    request.Path.StartsWithSegments("/api/v1", StringComparison.Ordinal) &&
+                    !request.Path.StartsWithSegments("/api/v1/health", StringComparison.Ordinal))
+                {
+                    await ReadBarrierAsync(cluster, context.RequestAborted).ConfigureAwait(false);
+                }
+
+                await next(context).ConfigureAwait(false);
+            });
+        }
+
+        var api = app.MapGroup("/api/v1");
         api.MapGet("/health", (HostRuntime runtime) => runtime.Ready && (cluster is null || cluster.Registered)
             ? Json(new HealthInfo { Status = "ready" }, ContractsJsonContext.Default.HealthInfo)
             : Json(new HealthInfo { Status = "starting" }, ContractsJsonContext.Default.HealthInfo, StatusCodes.Status503ServiceUnavailable));
