@@ -43,7 +43,9 @@ public static class ConvergeHost
 
         var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions
         {
-            Args = [],
+            // No config reload: its file watcher sits on the content root (the data directory), and inotify then
+            // woke a thread for every pwrite to a disk file there, several percent of host CPU under random writes.
+            Args = ["--hostBuilder:reloadConfigOnChange=false"],
             ApplicationName = "converge",
             ContentRootPath = dataDirectory,
         });
