@@ -66,6 +66,12 @@ public enum WriteFlags
 
     /// <summary>Forced unit access: durable before acknowledgement.</summary>
     Fua = 1,
+
+    /// <summary>
+    /// Bulk data not expected to be read back soon (resync and rebuild copies): a store may write it around its page
+    /// cache. Same durability as any other write.
+    /// </summary>
+    Bulk = 2,
 }
 
 [Flags]

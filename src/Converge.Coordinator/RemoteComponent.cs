@@ -51,7 +51,11 @@ public sealed class RemoteComponent(
 
     public async ValueTask WriteAsync(long offset, ReadOnlyMemory<byte> data, WriteFlags flags, ChangeKinds track, CancellationToken cancellationToken) =>
         await peer.SendAsync(
-            Header(PeerOp.Write, (flags.HasFlag(WriteFlags.Fua) ? PeerFlags.Fua : PeerFlags.None) | TrackFlags(track), offset, data.Length),
+            Header(
+                PeerOp.Write,
+                (flags.HasFlag(WriteFlags.Fua) ? PeerFlags.Fua : PeerFlags.None) | (flags.HasFlag(WriteFlags.Bulk) ? PeerFlags.Bulk : PeerFlags.None) | TrackFlags(track),
+                offset,
+                data.Length),
             data, Memory<byte>.Empty, cancellationToken);
 
     public async ValueTask FlushAsync(CancellationToken cancellationToken) =>

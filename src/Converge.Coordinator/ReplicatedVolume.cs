@@ -242,7 +242,7 @@ public sealed class ReplicatedVolume : IBlockVolume
                 var placement = FindPlacement(target, stripe, stripeOffset);
                 var component = _members[target];
                 var track = WriteIntents.KindOf(slot) | (_degraded.Contains((stripe, placement.StripeOffset)) ? ChangeKinds.Dirty : ChangeKinds.None);
-                writes.Add(Bounded(component, component.WriteAsync(stripeOffset - placement.StripeOffset, data, WriteFlags.None, track, cancellationToken)));
+                writes.Add(Bounded(component, component.WriteAsync(stripeOffset - placement.StripeOffset, data, WriteFlags.Bulk, track, cancellationToken)));
                 ids.Add(target);
             }
 

@@ -33,6 +33,12 @@ public sealed partial class StoreDisk
     /// <summary>Writes that were served by an in-place rewrite (tests and benchmarks read it).</summary>
     internal long InPlaceWrites { get; private set; }
 
+    /// <summary>Runs of bulk data written around the page cache (see <see cref="DirectWriter"/>).</summary>
+    internal long DirectWrites => _direct?.Writes ?? 0;
+
+    /// <summary>Whether bulk writes can go around the page cache on this disk's filesystem.</summary>
+    internal bool DirectWritesUsable => _direct?.Usable == true;
+
     private static SemaphoreSlim[] CreateLocks(int count)
     {
         var locks = new SemaphoreSlim[count];

@@ -60,7 +60,7 @@ public sealed partial class StoreDisk
             ThrowIfDeleted(c);
             if (data.Length > 0)
             {
-                await WriteCoreAsync(c, offset, data, ct);
+                await WriteCoreAsync(c, offset, data, bulk: (flags & WriteFlags.Bulk) != 0, ct);
                 StorageMetrics.BytesWritten.Add(data.Length);
             }
 
@@ -302,25 +302,32 @@ public sealed partial class StoreDisk
     /// <summary>A concurrent overwrite may have recycled the block we read; only an unchanged mapping is a real mismatch.</summary>
     private async ValueTask RereadMismatchAsync(StoreComponent c, long logical, ulong seen, Memory<byte> block, CancellationToken ct)
     {
+        var lockedRead = false;
         for (var attempt = 0; attempt < 8; attempt++)
         {
             var current = c.Map.Get(logical);
             ThrowIfDeleted(c);
-            if (current == seen && attempt == 0 && _options.RewriteInPlace)
+            if (current == seen && !lockedRead && _options.RewriteInPlace)
             {
                 // An in-place rewrite of this block may be between its pwrite and its Map record: once its region lock
-                // is free the block and its mapping agree again.
+                // is free the block and its mapping agree again. This holds on any attempt, not only the first: the
+                // re-read after a mapping change can itself land in the next in-place rewrite's window.
+                lockedRead = true;
                 current = await ReadUnderRegionLockAsync(c, logical, block, ct);
-                if (Checksums.Crc32C(block.Span) == BlockMap.Crc(current) && current != 0)
-                {
-                    return;
-                }
-
                 if (current == 0)
                 {
                     block.Span.Clear();
                     return;
                 }
+
+                if (Checksums.Crc32C(block.Span) == BlockMap.Crc(current))
+                {
+                    return;
+                }
+
+                // Read under the lock and still wrong: real damage, unless the mapping moves on before the next look.
+                seen = current;
+                continue;
             }
 
             if (current == seen)
@@ -351,7 +358,7 @@ public sealed partial class StoreDisk
         throw new VolumeException(VolumeError.IO, $"block at offset {logical << BlockShift} of component {c.Name} kept changing while being read");
     }
 
-    private async ValueTask WriteCoreAsync(StoreComponent c, long offset, ReadOnlyMemory<byte> data, CancellationToken ct)
+    private async ValueTask WriteCoreAsync(StoreComponent c, long offset, ReadOnlyMemory<byte> data, bool bulk, CancellationToken ct)
     {
         var first = offset >> BlockShift;
         var count = (int)(((offset + data.Length - 1) >> BlockShift) - first + 1);
@@ -359,7 +366,7 @@ public sealed partial class StoreDisk
         var tailPartial = ((offset + data.Length) & (BlockSize - 1)) != 0;
         if (head == 0 && !tailPartial)
         {
-            await WriteBlocksAsync(c, first, count, data, ct);
+            await WriteBlocksAsync(c, first, count, data, bulk, ct);
             return;
         }
 
@@ -395,7 +402,7 @@ public sealed partial class StoreDisk
                 }
 
                 data.Span.CopyTo(whole.Span[head..]);
-                await WriteBlocksAsync(c, first, count, whole, ct);
+                await WriteBlocksAsync(c, first, count, whole, bulk, ct);
             }
             finally
             {
@@ -419,7 +426,7 @@ public sealed partial class StoreDisk
     /// Whole blocks: rewritten in place when every one of them may be (see <see cref="TryWriteInPlaceAsync"/>), otherwise
     /// redirect-on-write: allocate, pwrite, then switch the mapping with a Map record.
     /// </summary>
-    private async ValueTask WriteBlocksAsync(StoreComponent c, long first, int count, ReadOnlyMemory<byte> source, CancellationToken ct)
+    private async ValueTask WriteBlocksAsync(StoreComponent c, long first, int count, ReadOnlyMemory<byte> source, bool bulk, CancellationToken ct)
     {
         if (_options.RewriteInPlace && await TryWriteInPlaceAsync(c, first, count, source, ct))
         {
@@ -447,7 +454,12 @@ public sealed partial class StoreDisk
                     // Synchronous on purpose: a buffered pwrite lands in the page cache in microseconds, and for a
                     // non-async handle the async API only queues this same call to the thread pool and back.
                     ct.ThrowIfCancellationRequested();
-                    RandomAccess.Write(_handle, source.Span.Slice(done << BlockShift, run.Count << BlockShift), _layout.BlockOffset(run.Start));
+                    var span = source.Span.Slice(done << BlockShift, run.Count << BlockShift);
+                    var at = _layout.BlockOffset(run.Start);
+                    if (!bulk || _direct is null || !_direct.TryWrite(span, at))
+                    {
+                        RandomAccess.Write(_handle, span, at);
+                    }
                 }
                 catch (Exception e) when (e is IOException or ObjectDisposedException or UnauthorizedAccessException)
                 {
@@ -639,14 +651,14 @@ public sealed partial class StoreDisk
             {
                 for (var at = alignedStart; at < alignedEnd; at += ZeroChunk)
                 {
-                    await WriteBlocksAsync(c, at >> BlockShift, (int)(Math.Min(ZeroChunk, alignedEnd - at) >> BlockShift), Zeros, ct);
+                    await WriteBlocksAsync(c, at >> BlockShift, (int)(Math.Min(ZeroChunk, alignedEnd - at) >> BlockShift), Zeros, bulk: false, ct);
                 }
             }
         }
     }
 
     private ValueTask ZeroPartialAsync(StoreComponent c, long offset, int length, CancellationToken ct) =>
-        c.Map.Get(offset >> BlockShift) == 0 ? ValueTask.CompletedTask : WriteCoreAsync(c, offset, Zeros.AsMemory(0, length), ct);
+        c.Map.Get(offset >> BlockShift) == 0 ? ValueTask.CompletedTask : WriteCoreAsync(c, offset, Zeros.AsMemory(0, length), bulk: false, ct);
 
     private async ValueTask UnmapAsync(StoreComponent c, long first, long count, CancellationToken ct)
     {

@@ -16,6 +16,7 @@ public sealed partial class StoreDisk : IAsyncDisposable
     private const int StripeCount = 64;
 
     private readonly SafeFileHandle _handle;
+    private readonly DirectWriter? _direct;
     private readonly StoreDiskOptions _options;
     private readonly ILogger _logger;
     private readonly Layout _layout;
@@ -39,6 +40,7 @@ public sealed partial class StoreDisk : IAsyncDisposable
     {
         Path = path;
         _handle = handle;
+        _direct = DirectWriter.TryOpen(path);
         _options = options;
         _logger = options.Logger ?? NullLogger.Instance;
         _layout = superblock.Layout;
@@ -316,6 +318,7 @@ public sealed partial class StoreDisk : IAsyncDisposable
         }
 
         await WaitFlushIdleAsync();
+        _direct?.Dispose();
         _handle.Dispose();
         _stop.Dispose();
     }
@@ -326,6 +329,7 @@ public sealed partial class StoreDisk : IAsyncDisposable
         _closing = true;
         _disposeState = 1;
         _stop.Cancel();
+        _direct?.Dispose();
         _handle.Dispose();
     }
 

@@ -113,7 +113,10 @@ public sealed class ComponentPeerHandler(ILocalComponents components, IFenceAuth
                 await component.ReadAsync(header.Offset, reply[..header.Length], cancellationToken);
                 return new PeerResult(0, header.Length);
             case PeerOp.Write:
-                await component.WriteAsync(header.Offset, payload, header.Flags.HasFlag(PeerFlags.Fua) ? WriteFlags.Fua : WriteFlags.None, cancellationToken);
+                await component.WriteAsync(
+                    header.Offset, payload,
+                    (header.Flags.HasFlag(PeerFlags.Fua) ? WriteFlags.Fua : WriteFlags.None) | (header.Flags.HasFlag(PeerFlags.Bulk) ? WriteFlags.Bulk : WriteFlags.None),
+                    cancellationToken);
                 return PeerResult.Ok;
             case PeerOp.ReadChanges:
                 var changes = await (await components.GetChangeMapAsync(header.Target, cancellationToken)).ReadAsync((ChangeKinds)header.Length, cancellationToken);

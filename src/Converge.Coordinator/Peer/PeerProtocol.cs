@@ -44,6 +44,9 @@ public enum PeerFlags : byte
 
     /// <summary>Record the write in the component's change map first (<c>ChangeKinds.Dirty</c>).</summary>
     TrackDirty = 64,
+
+    /// <summary>A resync or rebuild copy: <c>WriteFlags.Bulk</c>.</summary>
+    Bulk = 128,
 }
 
 /// <summary>
