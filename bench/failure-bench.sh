@@ -27,6 +27,7 @@ RUNTIME="${RUNTIME:-30}"           # kill/stop phases: fio runtime; the fault co
 ABSENCE="${ABSENCE:-30}"           # delta phase: seconds the host stays away
 DELTA_IOPS="${DELTA_IOPS:-1000}"   # delta phase: write rate while it is away (blocks = DELTA_IOPS * (ABSENCE - 5))
 REPAIR_DELAY="${REPAIR_DELAY:-5s}"
+RESYNC_BANDWIDTH="${RESYNC_BANDWIDTH:-}"  # rebuild phase: the hosts' --resync-bandwidth (empty: the default)
 PREFILL="${PREFILL:-1G}"           # rebuild phase: data written before the loss (what the rebuild copies)
 RESULTS="${RESULTS:-0}"
 
@@ -229,6 +230,7 @@ rebuild_phase() {
   hosts=(); unset api; declare -gA api
   work="$work/rebuild"; mkdir -p "$work"
   extra_args=(--repair-delay "$REPAIR_DELAY")
+  if [ -n "$RESYNC_BANDWIDTH" ]; then extra_args+=(--resync-bandwidth "$RESYNC_BANDWIDTH"); fi
   start_cluster
   start_host h4 "$(apiurl h1)"
   log "rebuild: prefill $PREFILL"
@@ -270,7 +272,14 @@ rate = moved / max(t1 - t0, 1e-9) / 2**20
 during = [v for t, v in iops if t0 <= start + t / 1000 <= t1]
 s = sum(steady) / len(steady) if steady else float('nan')
 d = sum(during) / len(during) if during else float('nan')
-print(f"{rate:.0f} MiB/s ({moved / 2**20:.0f} MiB in {t1 - t0:.1f} s); client {d:.0f} IOPS during vs {s:.0f} steady = {d / s:.0%}")
+# Degraded without a copy (from the kill's detection to the rebuild's start) and healthy again after it: what the
+# copy itself costs the client, apart from the cost of running with one replica short.
+kill_at = start + 15
+degraded = [v for t, v in iops if kill_at + 6 <= start + t / 1000 <= t0 - 0.5]
+after = [v for t, v in iops if t1 + 2 <= start + t / 1000]
+g = (lambda xs: f"{sum(xs) / len(xs):.0f}" if xs else "n/a")
+print(f"{rate:.0f} MiB/s ({moved / 2**20:.0f} MiB in {t1 - t0:.1f} s); client {d:.0f} IOPS during vs {s:.0f} steady = {d / s:.0%}"
+      f" (degraded before the copy {g(degraded)}, after it {g(after)})")
 PY
 )"
   log "rebuild: ${result[rebuild]}"
