@@ -62,11 +62,16 @@ internal static class HostCommands
             Description = "Cluster mode: the scrubber reads this much of every replica per second, per virtual disk (e.g. 1MiB; 0 = off)",
             DefaultValueFactory = _ => "1MiB",
         };
+        var orphanGrace = new Option<string>("--orphan-grace")
+        {
+            Description = "Cluster mode: delete a local component no virtual disk has referenced for this long (e.g. 10m; 0 = never)",
+            DefaultValueFactory = _ => "10m",
+        };
         var faultInjection = new Option<bool>("--enable-fault-injection") { Description = "Testing only: enable /internal/v1/test endpoints that inject faults" };
 
         var run = new Command("run", "Run the host daemon in the foreground (logs to stdout; SIGTERM/SIGINT stop it cleanly)")
         {
-            data, disks, name, nbd, api, peer, raft, join, faultDomain, voters, heartbeat, replicaTimeout, resyncBandwidth, repairDelay, scrubRate, faultInjection,
+            data, disks, name, nbd, api, peer, raft, join, faultDomain, voters, heartbeat, replicaTimeout, resyncBandwidth, repairDelay, scrubRate, orphanGrace, faultInjection,
         };
         run.SetAction((pr, ct) => Guarded.RunAsync(async () =>
         {
@@ -92,6 +97,7 @@ internal static class HostCommands
                         ResyncBandwidthBytesPerSecond = ParseBandwidth(pr.GetRequiredValue(resyncBandwidth), "--resync-bandwidth"),
                         RepairDelay = HostOptions.ParseDuration(pr.GetRequiredValue(repairDelay), "--repair-delay"),
                         ScrubBytesPerSecond = ParseBandwidth(pr.GetRequiredValue(scrubRate), "--scrub-rate"),
+                        OrphanGrace = HostOptions.ParseDuration(pr.GetRequiredValue(orphanGrace), "--orphan-grace"),
                     },
                     EnableFaultInjection = pr.GetValue(faultInjection),
                 };

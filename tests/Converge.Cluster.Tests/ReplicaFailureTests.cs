@@ -89,7 +89,8 @@ public sealed class RebuildTests
     [Fact]
     public async Task A_failed_disk_is_rebuilt_at_once_and_a_lost_host_after_the_repair_delay()
     {
-        await using var cluster = await TestCluster.StartAsync(4, hostArgs: ["--repair-delay", "4s", "--enable-fault-injection", "--heartbeat-timeout", "3s"]);
+        await using var cluster = await TestCluster.StartAsync(
+            4, hostArgs: ["--repair-delay", "4s", "--enable-fault-injection", "--heartbeat-timeout", "3s", "--orphan-grace", "3s"]);
         var coordinator = cluster[0];
         await coordinator.Api.CreateVirtualDiskAsync(CreateVirtualDiskRequest.Create("rb", 32 * MiB));
         var image = cluster.TempPath("rb.img");
@@ -128,6 +129,38 @@ public sealed class RebuildTests
         }
 
         await ClusterTests.AssertReplicasIdenticalAsync(cluster, "rb");
+
+        // 3. The lost host comes back still holding its old copy, which nothing references any more: once the orphan
+        //    grace has passed it deletes it, and nothing that is referenced.
+        lostHost.Launch();
+        await lostHost.WaitReadyAsync();
+        await TestCluster.Eventually(
+            async () =>
+            {
+                try
+                {
+                    await lostHost.Api.GetComponentDigestAsync(lost.Id);
+                    return false;
+                }
+                catch (ConvergeApiException e) when (e.Message.Contains("not on this host", StringComparison.Ordinal))
+                {
+                    return true;
+                }
+            },
+            $"{lostHost.Name} to delete its orphaned copy {lost.Id}",
+            TimeSpan.FromSeconds(60));
+        using (var log = new FileStream(lostHost.LogPath, FileMode.Open, FileAccess.Read, FileShare.ReadWrite))
+        using (var reader = new StreamReader(log))
+        {
+            // It did hold the copy (so the wait above was not vacuous) and said what it deleted.
+            Assert.Contains($"deleted orphaned component rb/{lost.Id}", await reader.ReadToEndAsync(), StringComparison.Ordinal);
+        }
+
+        await ClusterTests.AssertReplicasIdenticalAsync(cluster, "rb");
+        foreach (var host in cluster.Hosts)
+        {
+            await ClusterTests.CompareThroughAsync(host, "rb", image);
+        }
     }
 }
 

@@ -24,10 +24,13 @@ internal sealed class ClusterNode : INbdExportCatalog, IPeerRequestHandler, IAsy
     private ClusterMetadata? metadata;
     private CoordinatorManager? coordinators;
     private HostMonitor? monitor;
+    private OrphanCollector? orphans;
     private ClusterPeerHandler? peerHandler;
     private Membership? membership;
     private Task registration = Task.CompletedTask;
     private volatile bool registered;
+    private bool catchUpBeforeReady;
+    private int catchUpAttempts;
     private int disposed;
 
     public ClusterNode(HostOptions options, HostInventory inventory, ILoggerFactory loggerFactory)
@@ -91,6 +94,7 @@ internal sealed class ClusterNode : INbdExportCatalog, IPeerRequestHandler, IAsy
     {
         var dataDirectory = Path.GetFullPath(options.DataDirectory);
         membership = MembershipFile.Load(dataDirectory);
+        catchUpBeforeReady = membership is not null;
         IMetadataService service;
         if (membership is null && options.JoinUrl is null)
         {
@@ -153,6 +157,7 @@ internal sealed class ClusterNode : INbdExportCatalog, IPeerRequestHandler, IAsy
         peerHandler = new ClusterPeerHandler(new ComponentPeerHandler(Local, fences), coordinators);
         coordinators.Manager = Manager;
         monitor = new HostMonitor(this, options.HeartbeatTimeout, options.Time, Logger);
+        orphans = new OrphanCollector(this, options.Failures.OrphanGrace, options.Time, Logger);
         Log.ClusterRole(Logger, membership.Role, membership.ClusterId ?? "(new)", PeerEndpoint, membership.Role == Membership.Voter ? RaftEndpoint : "none (metadata client)");
     }
 
@@ -161,6 +166,7 @@ internal sealed class ClusterNode : INbdExportCatalog, IPeerRequestHandler, IAsy
     {
         Coordinators.Start();
         Monitor.Start();
+        orphans?.Start();
         registration = Task.Run(() => RegisterLoopAsync(stop.Token), CancellationToken.None);
     }
 
@@ -261,6 +267,11 @@ internal sealed class ClusterNode : INbdExportCatalog, IPeerRequestHandler, IAsy
         if (monitor is not null)
         {
             await monitor.DisposeAsync().ConfigureAwait(false);
+        }
+
+        if (orphans is not null)
+        {
+            await orphans.DisposeAsync().ConfigureAwait(false);
         }
 
         if (coordinators is not null)
@@ -393,15 +404,20 @@ internal sealed class ClusterNode : INbdExportCatalog, IPeerRequestHandler, IAsy
         var m = Metadata;
 
         // A restarted host holds the metadata it had when it stopped; catching up to the leader's commit first means
-        // it never reports ready (and so never serves or answers) from a stale view.
-        using (var barrier = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken))
+        // it does not report ready (and so serve or answer) from that stale view. A host that has just joined starts
+        // from nothing and catches up through the log (DotNext's barrier can stall on a member that was just added).
+        // Three failed attempts fall through: every API read takes a barrier of its own anyway.
+        if (catchUpBeforeReady && catchUpAttempts < 3)
         {
+            catchUpAttempts++;
+            using var barrier = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
             barrier.CancelAfter(TimeSpan.FromSeconds(5));
             try
             {
                 await m.Service.BarrierAsync(barrier.Token).ConfigureAwait(false);
+                catchUpBeforeReady = false;
             }
-            catch (Exception e) when (e is HttpRequestException or InvalidOperationException ||
+            catch (Exception e) when (e is HttpRequestException or InvalidOperationException or MetadataUnavailableException ||
                                       (e is OperationCanceledException && !cancellationToken.IsCancellationRequested))
             {
                 throw new MetadataUnavailableException($"catching up with the cluster metadata: {e.Message}", e);

@@ -555,4 +555,7 @@ public sealed record FailureOptions
 
     /// <summary>The scrubber reads this much of every replica per second, per virtual disk (0: off).</summary>
     public long ScrubBytesPerSecond { get; init; } = 1L << 20;
+
+    /// <summary>A local component no virtual disk has referenced for this long is deleted (zero: never).</summary>
+    public TimeSpan OrphanGrace { get; init; } = TimeSpan.FromMinutes(10);
 }

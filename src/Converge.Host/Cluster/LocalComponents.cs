@@ -90,6 +90,10 @@ internal sealed class LocalComponents(HostInventory inventory) : ILocalComponent
         return null;
     }
 
+    /// <summary>Every component on this host's online disks that are not failed.</summary>
+    public IEnumerable<StoreComponent> All() =>
+        inventory.OnlineStores.Where(s => failedDisks.IsEmpty || !failedDisks.ContainsKey(s.Id)).SelectMany(s => s.Components);
+
     public IBlockVolume? Find(Guid componentId)
     {
         if (!failedDisks.IsEmpty)
