@@ -84,6 +84,8 @@ internal sealed class EventLog(TimeProvider time, int capacity = 1000)
                 {
                     MetaHostState.Maintenance => ("warning", $"host {host.Name} entered maintenance ({host.MaintenanceMode})"),
                     MetaHostState.Active when old.State == MetaHostState.Maintenance => ("info", $"host {host.Name} left maintenance"),
+                    MetaHostState.Decommissioning => ("info", $"host {host.Name} is being decommissioned: its components move to other hosts"),
+                    MetaHostState.Decommissioned => ("info", $"host {host.Name} is decommissioned: no component is left on it"),
                     _ => ("warning", $"host {host.Name} is now {host.State.ToString().ToLowerInvariant()}"),
                 };
                 Append(severity, host.State == MetaHostState.Maintenance || old.State == MetaHostState.Maintenance ? "host.maintenance" : "host.state", text, host: host.Name);
@@ -112,7 +114,7 @@ internal sealed class EventLog(TimeProvider time, int capacity = 1000)
             else if (old.State != disk.State)
             {
                 Append(
-                    disk.State == DiskState.Online ? "info" : "error",
+                    disk.State is DiskState.Online or DiskState.Evacuating or DiskState.Removed ? "info" : "error",
                     "disk.state",
                     $"disk {disk.Path} of host {HostName(disk.HostId)} is now {disk.State.ToString().ToLowerInvariant()} (was {old.State.ToString().ToLowerInvariant()})",
                     host: HostName(disk.HostId));
