@@ -101,6 +101,7 @@ public static class RebalancePlanner
                     .Select(c => c.FaultDomain)
                     .ToHashSet(StringComparer.Ordinal);
                 var size = Size(component);
+
                 // Among equally empty disks the emptiest host first: a new host takes a share before the spare disks of
                 // busy hosts do.
                 var target = disks.Values

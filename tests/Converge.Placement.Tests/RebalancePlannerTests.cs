@@ -155,6 +155,23 @@ public class RebalancePlannerTests
         Assert.All(split.Moves, m => Assert.Equal("b", m.TargetDiskId));
     }
 
+    [Fact]
+    public void A_new_host_takes_a_share_before_the_spare_disks_of_busy_hosts()
+    {
+        // Three hosts with a full and an empty disk each, and a new host with two empty disks: all equally empty disks,
+        // but the new host is the emptiest host, so it is chosen first.
+        var hosts = Enumerable.Range(1, 4).Select(i => new HostCandidate($"h{i}")).ToList();
+        var disks = hosts.SelectMany(h => new[] { new DiskCandidate($"{h.HostId}-a", h.HostId, 100 * GiB, 100 * GiB), new DiskCandidate($"{h.HostId}-b", h.HostId, 100 * GiB, 100 * GiB) }).ToList();
+        var existing = new ClusterTopology([.. hosts.Take(3)], [.. disks.Where(d => d.DiskId.EndsWith("-a", StringComparison.Ordinal) && d.HostId != "h4")]);
+        var objects = PlaceMany(existing, count: 6, size: 8 * GiB);
+
+        var plan = RebalancePlanner.Plan(objects, WithFree(new ClusterTopology(hosts, disks), objects), new RebalanceOptions { MaxMoves = 2 });
+
+        Assert.Equal(2, plan.Moves.Count);
+        Assert.All(plan.Moves, m => Assert.Equal("h4", m.TargetHostId));
+        Assert.NotEqual(plan.Moves[0].TargetDiskId, plan.Moves[1].TargetDiskId);
+    }
+
     private static List<RebalanceObject> PlaceMany(ClusterTopology topology, int count, long size, StoragePolicy? policy = null)
     {
         var objects = new List<RebalanceObject>();
