@@ -102,7 +102,11 @@ internal static class MoveCommands
                 }
             }
 
-            Output.Line(string.Create(CultureInfo.InvariantCulture, $"rebalance {info.State}: spread {info.SpreadPercent:0.#} percentage points"));
+            if (!asJson)
+            {
+                Output.Line(string.Create(CultureInfo.InvariantCulture, $"rebalance {info.State}: spread {info.SpreadPercent:0.#} percentage points"));
+            }
+
             return ExitCodes.Ok;
         });
         cluster.Subcommands.Add(rebalance);

@@ -431,7 +431,7 @@ public sealed record ResyncInfo
     /// <summary>The host running the copy (the virtual disk's coordinator).</summary>
     public string? Host { get; init; }
 
-    /// <summary><c>resync</c>, <c>rebuild</c>, <c>reconcile</c> or <c>repair</c>.</summary>
+    /// <summary><c>resync</c>, <c>rebuild</c>, <c>reconcile</c>, <c>repair</c> or <c>move</c> (the new copy of a make-before-break move).</summary>
     public required string Kind { get; init; }
 
     public long TotalBytes { get; init; }
@@ -588,7 +588,10 @@ public sealed record RebalanceMoveInfo
 /// <summary><c>GET/POST/DELETE /api/v1/cluster/rebalance</c>: the rebalance state and the plan from here.</summary>
 public sealed record RebalanceInfo
 {
-    /// <summary><c>running</c> (the leader moves components one at a time), <c>balanced</c> or <c>idle</c> (not balanced, not running).</summary>
+    /// <summary>
+    /// <c>running</c> (the leader moves components one at a time), <c>balanced</c> (nothing can move: within the
+    /// threshold, or no move would keep the rules) or <c>unbalanced</c> (moves are possible; not running).
+    /// </summary>
     public required string State { get; init; }
 
     public double ThresholdPercent { get; init; }
