@@ -1,4 +1,5 @@
 using System.Globalization;
+using Converge.Common;
 using Converge.Management.Contracts;
 using Converge.Metadata;
 using Converge.Placement;
@@ -164,7 +165,18 @@ internal sealed partial class ClusterManager
     internal async Task<bool> BeginMoveAsync(VirtualDiskRecord vdisk, ComponentPlacement old, ComponentPlacement target, string reason, CancellationToken cancellationToken)
     {
         var state = State;
-        await EnsureComponentAsync(state, vdisk.Name, target, ComponentSize(target), cancellationToken).ConfigureAwait(false);
+        try
+        {
+            await EnsureComponentAsync(state, vdisk.Name, target, ComponentSize(target), cancellationToken).ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is VolumeException or HttpRequestException or IOException or InvalidOperationException or ArgumentException)
+        {
+            // The target cannot take it now (full, failing, unreachable): the move is tried again on a later round.
+            Log.CopyFailed(node.Logger, vdisk.Name, "move", old.ComponentId.ToString("N"), $"creating the new copy on host {target.HostId} failed: {e.Message}");
+            await DeleteComponentsAsync(state, vdisk.Name, [target]).ConfigureAwait(false);
+            return false;
+        }
+
         var result = await Metadata.ProposeAsync(
             new BeginMove(Guid.NewGuid(), vdisk.VirtualDiskId, old.ComponentId, target, vdisk.Generation), cancellationToken).ConfigureAwait(false);
         if (!result.Succeeded)

@@ -657,7 +657,8 @@ internal sealed partial class ClusterManager(ClusterNode node)
     {
         var problems = new List<string>();
         var layout = vdisk.Layout;
-        var inactive = layout.Components.Where(c => vdisk.StateOf(c.ComponentId) != ComponentState.Active).ToList();
+        // A move's new copy being filled is an extra copy beside a complete one: it does not make the layout noncompliant.
+        var inactive = layout.Components.Where(c => !c.IsIncoming && vdisk.StateOf(c.ComponentId) != ComponentState.Active).ToList();
         if (inactive.Count > 0)
         {
             problems.Add($"{inactive.Count} component(s) not active");

@@ -164,7 +164,15 @@ internal sealed class HostMonitor(ClusterNode node, TimeSpan heartbeatTimeout, T
             }
         }
 
-        await node.Manager.LeaderStepAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            await node.Manager.LeaderStepAsync(cancellationToken).ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is ClusterOperationException or IOException or ArgumentException)
+        {
+            // Decommission bookkeeping and rebalance moves are retried on the next round.
+            Log.CopyFailed(logger, "-", "decommission/rebalance step", "-", e.Message);
+        }
     }
 
     public async ValueTask DisposeAsync()
