@@ -34,6 +34,7 @@ internal static class CliCommands
         root.Subcommands.Add(BuildStatus());
         root.Subcommands.Add(ClusterCommands.BuildUp());
         root.Subcommands.Add(ClusterCommands.BuildDown());
+        root.Subcommands.Add(MoveCommands.BuildCluster());
         foreach (var command in ManagementCommands.Build())
         {
             root.Subcommands.Add(command);
@@ -174,6 +175,7 @@ internal static class CliCommands
 
         disk.Subcommands.Add(list);
         disk.Subcommands.Add(add);
+        disk.Subcommands.Add(MoveCommands.DiskDecommission());
         return disk;
     }
 

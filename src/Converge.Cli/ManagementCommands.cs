@@ -47,8 +47,8 @@ internal static class ManagementCommands
 
             var host = await client.EnterMaintenanceAsync(pr.GetRequiredValue(enterName), m, ct).ConfigureAwait(false);
             Print(pr.GetValue(enterJson), host, ContractsJsonContext.Indented.ClusterHostInfo, () =>
-                Output.Line($"host {host.Name} is in maintenance ({host.MaintenanceMode}); no new components are placed on it. " +
-                            "Moving its data away is not built yet: its components stay where they are."));
+                Output.Line($"host {host.Name} is in maintenance ({host.MaintenanceMode}); no new components are placed on it" +
+                            (host.MaintenanceMode == "full-data-migration" ? ", and its components move to other hosts (make-before-break)." : ".")));
             return ExitCodes.Ok;
         });
 
@@ -63,7 +63,7 @@ internal static class ManagementCommands
         });
         maintenance.Subcommands.Add(enter);
         maintenance.Subcommands.Add(exit);
-        return [show, maintenance];
+        return [show, maintenance, MoveCommands.HostDecommission()];
     }
 
     /// <summary><c>converge vdisk set-policy NAME --policy P</c>, <c>converge vdisk layout NAME</c>.</summary>

@@ -119,7 +119,8 @@ public sealed class ReplicatedVolume : IBlockVolume
                 $"virtual disk '{name}' is inaccessible: not more than half of its votes are active, or a stripe has no complete active copy");
         }
 
-        foreach (var component in layout.DataComponents)
+        // The new copy of a move gets a full copy, so it needs no dirty bits; only a primary that is missing does.
+        foreach (var component in layout.PrimaryDataComponents)
         {
             if (!_readable.Contains(component.ComponentId))
             {
@@ -372,19 +373,26 @@ public sealed class ReplicatedVolume : IBlockVolume
                     RangeLock.Key(s.Stripe, s.StripeOffset), RangeLock.Key(s.Stripe, s.StripeOffset + s.Length), exclusive: false, cancellationToken).ConfigureAwait(false);
             }
 
-            var tasks = new List<Task>(segments.Count * _map.Layout.ReplicaCount);
+            var tasks = new List<Task>(segments.Count * (_map.Layout.ReplicaCount + 1));
             var ids = new List<Guid>(tasks.Capacity);
             foreach (var segment in segments)
             {
                 for (var replica = 0; replica < _map.Layout.ReplicaCount; replica++)
                 {
                     var placement = _map.Find(replica, segment.Stripe, segment.StripeOffset);
+                    var track = WriteIntents.KindOf(slot) |
+                                (_degraded.Contains((segment.Stripe, placement.StripeOffset)) ? ChangeKinds.Dirty : ChangeKinds.None);
                     if (_members.TryGetValue(placement.ComponentId, out var component))
                     {
-                        var track = WriteIntents.KindOf(slot) |
-                                    (_degraded.Contains((segment.Stripe, placement.StripeOffset)) ? ChangeKinds.Dirty : ChangeKinds.None);
                         tasks.Add(Bounded(component, operation(component, segment, segment.StripeOffset - placement.StripeOffset, track, cancellationToken)));
                         ids.Add(placement.ComponentId);
+                    }
+
+                    // A move's new copy (same range) gets every write from the moment it joins, like a rebuild target.
+                    if (_map.IncomingFor(placement.ComponentId) is { } incoming && _members.TryGetValue(incoming.ComponentId, out var target))
+                    {
+                        tasks.Add(Bounded(target, operation(target, segment, segment.StripeOffset - incoming.StripeOffset, track, cancellationToken)));
+                        ids.Add(incoming.ComponentId);
                     }
                 }
             }

@@ -17,6 +17,7 @@ public sealed class StripeMap
 {
     private readonly ObjectLayout _layout;
     private readonly ComponentPlacement[][][] _byReplicaStripe;
+    private readonly Dictionary<Guid, ComponentPlacement> _incoming;
 
     public StripeMap(ObjectLayout layout)
     {
@@ -29,14 +30,20 @@ public sealed class StripeMap
             {
                 var replica = r;
                 var stripe = s;
-                _byReplicaStripe[r][s] = [.. layout.DataComponents
+                _byReplicaStripe[r][s] = [.. layout.PrimaryDataComponents
                     .Where(c => c.Replica == replica && c.Stripe == stripe)
                     .OrderBy(c => c.StripeOffset)];
             }
         }
+
+        // The new copy of a move is written beside the component it replaces (same range) until the move completes.
+        _incoming = layout.DataComponents.Where(c => c.Replaces is not null).ToDictionary(c => c.Replaces!.Value);
     }
 
     public ObjectLayout Layout => _layout;
+
+    /// <summary>The incoming copy of a move of <paramref name="componentId"/>, if one is under way.</summary>
+    public ComponentPlacement? IncomingFor(Guid componentId) => _incoming.Count > 0 && _incoming.TryGetValue(componentId, out var c) ? c : null;
 
     /// <summary>Cuts [offset, offset+length) at stripe-unit and component boundaries, in object order.</summary>
     public void Split(long offset, long length, List<Segment> segments)

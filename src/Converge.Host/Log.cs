@@ -108,4 +108,16 @@ internal static partial class Log
 
     [LoggerMessage(115, LogLevel.Warning, "virtual disk {Name}: checksum error on component {ComponentId} repaired from another replica ({Bytes} bytes)")]
     public static partial void Repaired(ILogger logger, string name, string componentId, long bytes);
+
+    [LoggerMessage(116, LogLevel.Information, "virtual disk {Name}: moving component {ComponentId} to {NewComponentId} on host {HostId} disk {DiskId} (generation {Generation}): {Reason}")]
+    public static partial void MoveStarted(ILogger logger, string name, string componentId, string newComponentId, string hostId, string diskId, long generation, string reason);
+
+    [LoggerMessage(117, LogLevel.Information, "virtual disk {Name}: move of component {ComponentId} to {NewComponentId} {Outcome} (generation {Generation})")]
+    public static partial void MoveEnded(ILogger logger, string name, string componentId, string newComponentId, string outcome, long generation);
+
+    [LoggerMessage(118, LogLevel.Information, "{Kind} {Target}: {Detail}")]
+    public static partial void Decommission(ILogger logger, string kind, string target, string detail);
+
+    [LoggerMessage(119, LogLevel.Information, "rebalance: {Detail}")]
+    public static partial void Rebalance(ILogger logger, string detail);
 }

@@ -172,6 +172,35 @@ public sealed class ConvergeApiClient
     public Task<ClusterHostInfo> ExitMaintenanceAsync(string host, CancellationToken cancellationToken = default) =>
         SendAsync(HttpMethod.Delete, HostPath(host) + "/maintenance", content: null, ContractsJsonContext.Default.ClusterHostInfo, cancellationToken);
 
+    /// <summary>Starts emptying a host (409 when it cannot be emptied or is a Raft voter); returns the progress.</summary>
+    public Task<DecommissionInfo> DecommissionHostAsync(string host, CancellationToken cancellationToken = default) =>
+        SendAsync(HttpMethod.Post, HostPath(host) + "/decommission", content: null, ContractsJsonContext.Default.DecommissionInfo, cancellationToken);
+
+    public Task<DecommissionInfo> GetHostDecommissionAsync(string host, CancellationToken cancellationToken = default) =>
+        GetAsync(HostPath(host) + "/decommission", ContractsJsonContext.Default.DecommissionInfo, cancellationToken);
+
+    /// <summary>Starts emptying a disk of the cluster (by id); returns the progress.</summary>
+    public Task<DecommissionInfo> DecommissionDiskAsync(string diskId, CancellationToken cancellationToken = default) =>
+        SendAsync(HttpMethod.Post, ClusterDiskPath(diskId) + "/decommission", content: null, ContractsJsonContext.Default.DecommissionInfo, cancellationToken);
+
+    public Task<DecommissionInfo> GetDiskDecommissionAsync(string diskId, CancellationToken cancellationToken = default) =>
+        GetAsync(ClusterDiskPath(diskId) + "/decommission", ContractsJsonContext.Default.DecommissionInfo, cancellationToken);
+
+    /// <summary>Plans (dry run) or starts a rebalance.</summary>
+    public Task<RebalanceInfo> RebalanceAsync(bool dryRun, double? thresholdPercent = null, CancellationToken cancellationToken = default) =>
+        SendAsync(
+            HttpMethod.Post,
+            "/api/v1/cluster/rebalance",
+            JsonContent.Create(new RebalanceRequest { DryRun = dryRun, ThresholdPercent = thresholdPercent }, ContractsJsonContext.Default.RebalanceRequest),
+            ContractsJsonContext.Default.RebalanceInfo,
+            cancellationToken);
+
+    public Task<RebalanceInfo> GetRebalanceAsync(CancellationToken cancellationToken = default) =>
+        GetAsync("/api/v1/cluster/rebalance", ContractsJsonContext.Default.RebalanceInfo, cancellationToken);
+
+    public Task<RebalanceInfo> StopRebalanceAsync(CancellationToken cancellationToken = default) =>
+        SendAsync(HttpMethod.Delete, "/api/v1/cluster/rebalance", content: null, ContractsJsonContext.Default.RebalanceInfo, cancellationToken);
+
     public Task<ClusterHostInfo> GetClusterHostAsync(string host, CancellationToken cancellationToken = default) =>
         GetAsync(HostPath(host), ContractsJsonContext.Default.ClusterHostInfo, cancellationToken);
 
@@ -202,6 +231,8 @@ public sealed class ConvergeApiClient
         GetAsync("/api/v1/perf?seconds=" + seconds.ToString(System.Globalization.CultureInfo.InvariantCulture), ContractsJsonContext.Default.PerfReport, cancellationToken);
 
     private static string HostPath(string name) => "/api/v1/hosts/" + Uri.EscapeDataString(name);
+
+    private static string ClusterDiskPath(string diskId) => "/api/v1/cluster/disks/" + Uri.EscapeDataString(diskId);
 
     private void Authorize(HttpRequestMessage request)
     {

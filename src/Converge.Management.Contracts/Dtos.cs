@@ -125,6 +125,12 @@ public sealed record ComponentInfo
 
     /// <summary><c>active</c>, <c>absent</c>, <c>degraded</c>, <c>stale</c> or <c>resyncing</c>.</summary>
     public required string State { get; init; }
+
+    /// <summary>
+    /// While this component is the new copy of a make-before-break move: the id of the component it replaces (it holds
+    /// no votes and serves no reads until the move completes). Null otherwise.
+    /// </summary>
+    public string? Replaces { get; init; }
 }
 
 /// <summary><c>GET/PUT /api/v1/policies[/{name}]</c>: the rules a virtual disk is placed and served by.</summary>
@@ -166,7 +172,7 @@ public sealed record ClusterHostInfo
     /// <summary>The current metadata leader.</summary>
     public bool Leader { get; init; }
 
-    /// <summary><c>active</c>, <c>maintenance</c> or <c>decommissioned</c>.</summary>
+    /// <summary><c>active</c>, <c>maintenance</c>, <c>decommissioning</c> or <c>decommissioned</c>.</summary>
     public required string State { get; init; }
 
     /// <summary>Answered the peer protocol within 2 s just now.</summary>
@@ -425,7 +431,7 @@ public sealed record ResyncInfo
     /// <summary>The host running the copy (the virtual disk's coordinator).</summary>
     public string? Host { get; init; }
 
-    /// <summary><c>resync</c>, <c>rebuild</c>, <c>reconcile</c> or <c>repair</c>.</summary>
+    /// <summary><c>resync</c>, <c>rebuild</c>, <c>reconcile</c>, <c>repair</c> or <c>move</c> (the new copy of a make-before-break move).</summary>
     public required string Kind { get; init; }
 
     public long TotalBytes { get; init; }
@@ -528,4 +534,77 @@ public sealed record HostResyncCopy
     public double BytesPerSecond { get; init; }
     public double? EtaSeconds { get; init; }
     public DateTimeOffset StartedAt { get; init; }
+}
+
+/// <summary>
+/// <c>POST/GET /api/v1/hosts/{name}/decommission</c> and <c>POST/GET /api/v1/cluster/disks/{id}/decommission</c>:
+/// how far emptying a host or a disk has come.
+/// </summary>
+public sealed record DecommissionInfo
+{
+    /// <summary><c>host</c> or <c>disk</c>.</summary>
+    public required string Kind { get; init; }
+
+    /// <summary>The host's name, or the disk's id.</summary>
+    public required string Target { get; init; }
+
+    /// <summary>
+    /// Host: <c>decommissioning</c>, then <c>decommissioned</c> once empty. Disk: <c>evacuating</c>, then <c>removed</c>.
+    /// </summary>
+    public required string State { get; init; }
+
+    /// <summary>Components still placed there (they leave by make-before-break moves, or rebuilds for failed ones).</summary>
+    public int ComponentsLeft { get; init; }
+
+    /// <summary>Moves under way off this host or disk right now.</summary>
+    public int Moving { get; init; }
+
+    /// <summary>Nothing is left: the host is decommissioned / the disk removed.</summary>
+    public bool Done { get; init; }
+}
+
+/// <summary><c>POST /api/v1/cluster/rebalance</c>.</summary>
+public sealed record RebalanceRequest
+{
+    /// <summary>Only compute and return the plan; change nothing.</summary>
+    public bool DryRun { get; init; }
+
+    /// <summary>Balanced when the fullest and emptiest disks differ by at most this many percentage points (default 10).</summary>
+    public double? ThresholdPercent { get; init; }
+}
+
+/// <summary>One planned move of a rebalance.</summary>
+public sealed record RebalanceMoveInfo
+{
+    public required string VirtualDisk { get; init; }
+    public required string ComponentId { get; init; }
+    public required string FromHost { get; init; }
+    public required string FromDisk { get; init; }
+    public required string ToHost { get; init; }
+    public required string ToDisk { get; init; }
+    public long Bytes { get; init; }
+}
+
+/// <summary><c>GET/POST/DELETE /api/v1/cluster/rebalance</c>: the rebalance state and the plan from here.</summary>
+public sealed record RebalanceInfo
+{
+    /// <summary>
+    /// <c>running</c> (the leader moves components one at a time), <c>balanced</c> (nothing can move: within the
+    /// threshold, or no move would keep the rules) or <c>unbalanced</c> (moves are possible; not running).
+    /// </summary>
+    public required string State { get; init; }
+
+    public double ThresholdPercent { get; init; }
+
+    /// <summary>Percentage points between the fullest and the emptiest usable disk (provisioned bytes over capacity).</summary>
+    public double SpreadPercent { get; init; }
+
+    /// <summary>The spread once the planned moves are done.</summary>
+    public double PlannedSpreadPercent { get; init; }
+
+    /// <summary>Moves under way in the cluster right now (rebalance, decommission or evacuation).</summary>
+    public int MovesInFlight { get; init; }
+
+    /// <summary>The plan from the current state (recomputed after every move).</summary>
+    public IReadOnlyList<RebalanceMoveInfo> Moves { get; init; } = [];
 }

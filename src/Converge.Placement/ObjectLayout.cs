@@ -10,6 +10,11 @@ public enum ComponentRole
 /// One component: a contiguous piece of one stripe of one replica, or a witness.
 /// <see cref="StripeOffset"/> and <see cref="Length"/> are in the stripe's own address space.
 /// </summary>
+/// <param name="Replaces">
+/// Set while this component is the incoming copy of a make-before-break move of component <c>Replaces</c> (same role,
+/// replica and stripe range): it is written but not read, carries no votes and does not count towards a complete copy,
+/// until the move completes and it takes the old component's place and votes.
+/// </param>
 public sealed record ComponentPlacement(
     Guid ComponentId,
     ComponentRole Role,
@@ -21,7 +26,12 @@ public sealed record ComponentPlacement(
     string FaultDomain,
     string DiskId,
     int Votes,
-    long ReservedBytes);
+    long ReservedBytes,
+    Guid? Replaces = null)
+{
+    /// <summary>The incoming copy of a move (see <see cref="Replaces"/>).</summary>
+    public bool IsIncoming => Replaces is not null;
+}
 
 /// <summary>
 /// RAID-1 over <see cref="ReplicaCount"/> replicas, each RAID-0 over <see cref="StripeWidth"/> stripes of
@@ -38,6 +48,12 @@ public sealed record ObjectLayout(
 {
     public IEnumerable<ComponentPlacement> DataComponents => Components.Where(c => c.Role == ComponentRole.Data);
 
+    /// <summary>Data components that hold their replica's range (not the incoming copies of moves).</summary>
+    public IEnumerable<ComponentPlacement> PrimaryDataComponents => Components.Where(c => c.Role == ComponentRole.Data && c.Replaces is null);
+
+    /// <summary>The incoming copy of a move of <paramref name="componentId"/>, if one is under way.</summary>
+    public ComponentPlacement? IncomingFor(Guid componentId) => Components.FirstOrDefault(c => c.Replaces == componentId);
+
     public IEnumerable<ComponentPlacement> Witnesses => Components.Where(c => c.Role == ComponentRole.Witness);
 
     public int TotalVotes => Components.Sum(c => c.Votes);
@@ -47,7 +63,8 @@ public sealed record ObjectLayout(
 
     /// <summary>
     /// Accessible (DESIGN.md): more than half of all votes reachable and, for every stripe, at least one
-    /// replica whose components covering that stripe are all reachable.
+    /// replica whose components covering that stripe are all reachable. The incoming copy of a move carries no votes
+    /// and is not part of its replica until the move completes, so it changes neither count.
     /// </summary>
     public bool IsAccessible(Func<ComponentPlacement, bool> reachable)
     {
@@ -61,7 +78,7 @@ public sealed record ObjectLayout(
         {
             var s = stripe;
             var complete = Enumerable.Range(0, ReplicaCount).Any(r =>
-                DataComponents.Where(c => c.Replica == r && c.Stripe == s).All(reachable));
+                PrimaryDataComponents.Where(c => c.Replica == r && c.Stripe == s).All(reachable));
             if (!complete)
             {
                 return false;

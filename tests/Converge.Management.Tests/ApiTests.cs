@@ -23,6 +23,9 @@ public sealed class ApiTests(ApiClusterFixture fixture) : IClassFixture<ApiClust
         ("GET", "/api/v1/hosts"), ("GET", "/api/v1/hosts/{name}"), ("POST", "/api/v1/hosts/{name}/maintenance"), ("DELETE", "/api/v1/hosts/{name}/maintenance"),
         ("GET", "/api/v1/cluster"), ("POST", "/api/v1/cluster/join"), ("GET", "/api/v1/fault-domains"), ("GET", "/api/v1/compliance"),
         ("GET", "/api/v1/events"), ("GET", "/api/v1/health/checks"), ("GET", "/api/v1/resync"), ("GET", "/api/v1/perf"),
+        ("POST", "/api/v1/hosts/{name}/decommission"), ("GET", "/api/v1/hosts/{name}/decommission"),
+        ("POST", "/api/v1/cluster/disks/{id}/decommission"), ("GET", "/api/v1/cluster/disks/{id}/decommission"),
+        ("GET", "/api/v1/cluster/rebalance"), ("POST", "/api/v1/cluster/rebalance"), ("DELETE", "/api/v1/cluster/rebalance"),
     ];
 
     private TestCluster Cluster => fixture.Cluster;
@@ -106,6 +109,10 @@ public sealed class ApiTests(ApiClusterFixture fixture) : IClassFixture<ApiClust
             (HttpMethod.Delete, "/api/v1/policies/default", null),
             (HttpMethod.Post, "/api/v1/hosts/h2/maintenance", """{"mode":"no-data-migration"}"""),
             (HttpMethod.Delete, "/api/v1/hosts/h2/maintenance", null),
+            (HttpMethod.Post, "/api/v1/hosts/h3/decommission", null),
+            (HttpMethod.Post, "/api/v1/cluster/disks/0123456789abcdef/decommission", null),
+            (HttpMethod.Post, "/api/v1/cluster/rebalance", """{"dryRun":false}"""),
+            (HttpMethod.Delete, "/api/v1/cluster/rebalance", null),
             (HttpMethod.Post, "/api/v1/disks", """{"path":"/tmp/converge-sneaky.img","size":"1GiB"}"""),
         };
         foreach (var (method, path, body) in calls)
@@ -168,6 +175,13 @@ public sealed class ApiTests(ApiClusterFixture fixture) : IClassFixture<ApiClust
             (HttpMethod.Post, "/api/v1/hosts/h9/maintenance", """{"mode":"no-data-migration"}""", HttpStatusCode.NotFound, "host 'h9' is not in the cluster"),
             (HttpMethod.Post, "/api/v1/hosts/h2/maintenance", """{"mode":"sideways"}""", HttpStatusCode.BadRequest, "not one of ensure-accessibility"),
             (HttpMethod.Delete, "/api/v1/hosts/h2/maintenance", null, HttpStatusCode.Conflict, "is not in maintenance"),
+            (HttpMethod.Post, "/api/v1/hosts/h9/decommission", null, HttpStatusCode.NotFound, "host 'h9' is not in the cluster"),
+            (HttpMethod.Get, "/api/v1/hosts/h9/decommission", null, HttpStatusCode.NotFound, "host 'h9' is not in the cluster"),
+            (HttpMethod.Post, "/api/v1/hosts/h2/decommission", null, HttpStatusCode.Conflict, "cannot decommission host h2"),
+            (HttpMethod.Post, "/api/v1/cluster/disks/0123456789abcdef/decommission", null, HttpStatusCode.NotFound, "is not in the cluster"),
+            (HttpMethod.Get, "/api/v1/cluster/disks/nope/decommission", null, HttpStatusCode.NotFound, "disk 'nope' is not in the cluster"),
+            (HttpMethod.Post, "/api/v1/cluster/rebalance", """{"thresholdPercent":0}""", HttpStatusCode.BadRequest, "thresholdPercent"),
+            (HttpMethod.Post, "/api/v1/cluster/rebalance", """{"thresholdPercent":"x"}""", HttpStatusCode.BadRequest, "not a valid"),
             (HttpMethod.Get, "/api/v1/events?limit=0", null, HttpStatusCode.BadRequest, "limit"),
             (HttpMethod.Get, "/api/v1/vdisks/nope/layout", null, HttpStatusCode.NotFound, "does not exist"),
             (HttpMethod.Get, "/api/v1/hosts/h9", null, HttpStatusCode.NotFound, "not in the cluster"),
@@ -315,7 +329,7 @@ public sealed class ApiTests(ApiClusterFixture fixture) : IClassFixture<ApiClust
             status.VirtualDisks.Select(v => $"vdisk {v.Name} {v.SizeBytes} {v.Policy} {v.Generation}")
                 .Concat(status.Policies.OrderBy(p => p.Name).Select(p => $"policy {p.Name} {p.FailuresToTolerate} {p.StripeWidth} {p.IopsLimit}"))
                 .Concat(status.Hosts.Select(h => $"host {h.Name} {h.State} {h.MaintenanceMode}"))
-                .Concat(status.Disks.Select(d => $"disk {d.Path}")));
+                .Concat(status.Disks.Select(d => $"disk {d.Path} {d.State}")));
     }
 
     internal static async Task<ProblemInfo> ProblemAsync(HttpResponseMessage response)

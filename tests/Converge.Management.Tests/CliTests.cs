@@ -124,6 +124,17 @@ public sealed class CliTests(ApiClusterFixture fixture, ITestOutputHelper output
         Ok(await Cli(h1, "host", "maintenance", "exit", "h2"));
         Assert.Contains("is not in maintenance", Exit(1, await Cli(h1, "host", "maintenance", "exit", "h2")).Stderr, StringComparison.Ordinal);
 
+        // Decommission and rebalance: refusals change nothing; a dry run only plans.
+        Assert.Contains("cannot decommission host h2", Exit(1, await Cli(h1, "host", "decommission", "h2")).Stderr, StringComparison.Ordinal);
+        Assert.Contains("not in the cluster", Exit(1, await Cli(h1, "host", "decommission", "h9")).Stderr, StringComparison.Ordinal);
+        Assert.Equal("active", (await h1.Api.GetClusterHostAsync("h2")).State);
+        Assert.Contains("is not in the cluster", Exit(1, await Cli(h1, "disk", "decommission", "0123456789abcdef")).Stderr, StringComparison.Ordinal);
+        var plan = JsonSerializer.Deserialize(Ok(await Cli(h2, "cluster", "rebalance", "--dry-run", "--json")).Stdout, ContractsJsonContext.Default.RebalanceInfo)!;
+        Assert.NotEqual("running", plan.State);
+        Assert.NotEqual("running", (await h1.Api.GetRebalanceAsync()).State);
+        Exit(2, await Cli(h1, "cluster", "rebalance", "--threshold", "0"));
+        Exit(2, await Cli(h1, "cluster", "rebalance", "--dry-run", "--stop"));
+
         Ok(await Cli(h1, "vdisk", "delete", "gamma"));
         Ok(await Cli(h1, "policy", "delete", "gold"));
         Ok(await Cli(h1, "policy", "delete", "wide"));

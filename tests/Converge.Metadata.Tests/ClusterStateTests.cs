@@ -50,8 +50,13 @@ public class ClusterStateTests
     [Fact]
     public void Decommissioned_hosts_cannot_change()
     {
-        var (state, result) = Bootstrapped.Apply(new UpdateHost(Guid.NewGuid(), "host1", State: HostState.Decommissioned));
-        Assert.True(result.Succeeded);
+        // Only a metadata client (not a voter), and only once decommissioning has emptied it.
+        var decommissioning = Bootstrapped.Apply([
+            new UpdateHost(Guid.NewGuid(), "host1", Voter: false),
+            new UpdateHost(Guid.NewGuid(), "host1", State: HostState.Decommissioning),
+        ]);
+        var (state, result) = decommissioning.Apply(new UpdateHost(Guid.NewGuid(), "host1", State: HostState.Decommissioned));
+        Assert.True(result.Succeeded, result.Error);
         Assert.Equal(HostState.Decommissioned, state.Hosts["host1"].State);
 
         Refused(state, new UpdateHost(Guid.NewGuid(), "host1", State: HostState.Active));

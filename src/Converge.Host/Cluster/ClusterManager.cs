@@ -10,7 +10,7 @@ using MetaHostState = Converge.Metadata.HostState;
 namespace Converge.Host.Cluster;
 
 /// <summary>Cluster-wide management: virtual disks placed by policy across hosts, policies, hosts and disks.</summary>
-internal sealed class ClusterManager(ClusterNode node)
+internal sealed partial class ClusterManager(ClusterNode node)
 {
     private const long WitnessComponentBytes = BlockGeometry.BlockSize;
     private static readonly long MaxComponentBytes = new PlacementOptions().MaxComponentBytes;
@@ -328,9 +328,9 @@ internal sealed class ClusterManager(ClusterNode node)
             throw new ClusterOperationException(HostErrorKind.Conflict, $"host {host.Name} is already in maintenance ({host.MaintenanceMode}); exit it first to change the mode");
         }
 
-        if (host.State == MetaHostState.Decommissioned)
+        if (host.State is MetaHostState.Decommissioned or MetaHostState.Decommissioning)
         {
-            throw new ClusterOperationException(HostErrorKind.Conflict, $"host {host.Name} is decommissioned");
+            throw new ClusterOperationException(HostErrorKind.Conflict, $"host {host.Name} is {host.State.ToString().ToLowerInvariant()}");
         }
 
         if (mode == MaintenanceModes.EnsureAccessibility)
@@ -646,6 +646,7 @@ internal sealed class ClusterManager(ClusterNode node)
                         DiskId = c.DiskId,
                         Votes = c.Votes,
                         State = vdisk.StateOf(c.ComponentId).ToString().ToLowerInvariant(),
+                        Replaces = c.Replaces?.ToString("N"),
                     }),
             ],
         };
@@ -656,7 +657,8 @@ internal sealed class ClusterManager(ClusterNode node)
     {
         var problems = new List<string>();
         var layout = vdisk.Layout;
-        var inactive = layout.Components.Where(c => vdisk.StateOf(c.ComponentId) != ComponentState.Active).ToList();
+        // A move's new copy being filled is an extra copy beside a complete one: it does not make the layout noncompliant.
+        var inactive = layout.Components.Where(c => !c.IsIncoming && vdisk.StateOf(c.ComponentId) != ComponentState.Active).ToList();
         if (inactive.Count > 0)
         {
             problems.Add($"{inactive.Count} component(s) not active");

@@ -198,8 +198,23 @@ internal sealed class CoordinatedDisk : IReplicaObserver
             return; // The configuration moved on (maybe these very components were marked already): retry under it.
         }
 
+        // A move's new copy that fails is dropped: the component it was to replace still serves, so nothing is lost and
+        // the object keeps every copy it had. The move is tried again later (elsewhere, if the target stays down).
+        var expected = generation;
+        foreach (var incoming in vdisk.Layout.Components.Where(c => c.IsIncoming && failed.ContainsKey(c.ComponentId)).ToList())
+        {
+            var cancelled = await ProposeOrFailAsync(new CancelMove(Guid.NewGuid(), VirtualDiskId, incoming.ComponentId, expected), cancellationToken).ConfigureAwait(false);
+            if (!cancelled.Succeeded || cancelled.Generation is not { } after)
+            {
+                return;
+            }
+
+            expected = after;
+            Log.MoveEnded(owner.Logger, Name, incoming.Replaces!.Value.ToString("N"), incoming.ComponentId.ToString("N"), $"cancelled: the new copy failed ({failed[incoming.ComponentId].Message})", after);
+        }
+
         var marks = failed
-            .Where(f => vdisk.StateOf(f.Key) is ComponentState.Active or ComponentState.Resyncing)
+            .Where(f => vdisk.StateOf(f.Key) is ComponentState.Active or ComponentState.Resyncing && !vdisk.Layout.Components.Any(c => c.ComponentId == f.Key && c.IsIncoming))
             .Select(f => (Id: f.Key, State: f.Value.Error == VolumeError.NoSpace ? ComponentState.Degraded : ComponentState.Absent, Reason: f.Value.Message))
             .ToList();
         var marked = marks.Select(m => m.Id).ToHashSet();
@@ -210,21 +225,9 @@ internal sealed class CoordinatedDisk : IReplicaObserver
                 $"virtual disk '{Name}': {failed.Count} replica(s) failed and the rest would not keep it accessible: {failed.Values.First().Message}");
         }
 
-        var expected = generation;
         foreach (var (id, componentState, reason) in marks)
         {
-            CommandResult result;
-            try
-            {
-                result = await owner.Metadata.ProposeAsync(
-                    new SetComponentState(Guid.NewGuid(), VirtualDiskId, id, componentState, expected), cancellationToken, timeout: CommitTimeout).ConfigureAwait(false);
-            }
-            catch (Exception e) when (e is MetadataUnavailableException or HttpRequestException or OperationCanceledException && !cancellationToken.IsCancellationRequested)
-            {
-                // Without a committed state change nothing may be acknowledged without the replica: fail the write.
-                throw new VolumeException(VolumeError.IO, $"virtual disk '{Name}': a replica failed and the change could not be committed (no metadata quorum): {e.Message}", e);
-            }
-
+            var result = await ProposeOrFailAsync(new SetComponentState(Guid.NewGuid(), VirtualDiskId, id, componentState, expected), cancellationToken).ConfigureAwait(false);
             if (!result.Succeeded || result.Generation is not { } next)
             {
                 return;
@@ -232,6 +235,19 @@ internal sealed class CoordinatedDisk : IReplicaObserver
 
             expected = next;
             Log.ComponentStateChanged(owner.Logger, Name, id.ToString("N"), componentState.ToString().ToLowerInvariant(), next, reason);
+        }
+    }
+
+    private async Task<CommandResult> ProposeOrFailAsync(MetadataCommand command, CancellationToken cancellationToken)
+    {
+        try
+        {
+            return await owner.Metadata.ProposeAsync(command, cancellationToken, timeout: CommitTimeout).ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is MetadataUnavailableException or HttpRequestException or OperationCanceledException && !cancellationToken.IsCancellationRequested)
+        {
+            // Without a committed state change nothing may be acknowledged without the replica: fail the write.
+            throw new VolumeException(VolumeError.IO, $"virtual disk '{Name}': a replica failed and the change could not be committed (no metadata quorum): {e.Message}", e);
         }
     }
 
@@ -383,6 +399,7 @@ internal sealed class CoordinatedDisk : IReplicaObserver
                         await RotateIntentsAsync(cancellationToken).ConfigureAwait(false);
                     }
 
+                    await CompleteMovesAsync(cancellationToken).ConfigureAwait(false);
                     await RebuildDueAsync(cancellationToken).ConfigureAwait(false);
                     await ResyncReturningAsync(cancellationToken).ConfigureAwait(false);
                     await ScrubStepAsync(cancellationToken).ConfigureAwait(false);
@@ -527,7 +544,8 @@ internal sealed class CoordinatedDisk : IReplicaObserver
 
         ranges = ChangeMap.Merge(ranges);
         var total = ranges.Sum(r => r.Length);
-        using var progress = owner.Resyncs.Begin(VirtualDiskId, Name, component.ComponentId, component.HostId, full ? ResyncKind.Rebuild : ResyncKind.Resync, total);
+        var kind = component.IsIncoming ? ResyncKind.Move : full ? ResyncKind.Rebuild : ResyncKind.Resync;
+        using var progress = owner.Resyncs.Begin(VirtualDiskId, Name, component.ComponentId, component.HostId, kind, total);
         var buffer = new byte[CopyChunk];
         var copied = 0L;
         try
@@ -567,8 +585,8 @@ internal sealed class CoordinatedDisk : IReplicaObserver
 
         progress.Complete();
         inheritedAbsences.Remove(component.ComponentId);
-        Log.CopyFinished(owner.Logger, Name, full ? "rebuild" : "resync", component.ComponentId.ToString("N"), copied, owner.Time.GetElapsedTime(started).TotalSeconds);
-        Log.ComponentStateChanged(owner.Logger, Name, component.ComponentId.ToString("N"), "active", activated.Generation ?? 0, full ? "rebuild complete" : "resync complete");
+        Log.CopyFinished(owner.Logger, Name, kind.ToString().ToLowerInvariant(), component.ComponentId.ToString("N"), copied, owner.Time.GetElapsedTime(started).TotalSeconds);
+        Log.ComponentStateChanged(owner.Logger, Name, component.ComponentId.ToString("N"), "active", activated.Generation ?? 0, $"{kind.ToString().ToLowerInvariant()} copy complete");
 
         // Dirty bits are needed until every replica is back; then they are history.
         var now = owner.Metadata.Current.VirtualDisks[VirtualDiskId];
@@ -626,7 +644,9 @@ internal sealed class CoordinatedDisk : IReplicaObserver
 
     /// <summary>
     /// Components that will not come back in time are replaced elsewhere: a degraded one (its disk failed) at once,
-    /// an absent one after the repair delay. The replacement joins as stale and is filled by a full copy.
+    /// an absent one after the repair delay. The replacement joins as stale and is filled by a full copy. Components
+    /// that must leave a host or disk that is being emptied (decommission, maintenance with full data migration) and
+    /// are still active are moved make-before-break instead: the old copy serves until the new one is complete.
     /// </summary>
     private async Task RebuildDueAsync(CancellationToken cancellationToken)
     {
@@ -635,15 +655,19 @@ internal sealed class CoordinatedDisk : IReplicaObserver
             return;
         }
 
+        var moving = vdisk.Layout.Components.Any(c => c.IsIncoming);
         foreach (var component in vdisk.Layout.Components)
         {
-            var componentState = vdisk.StateOf(component.ComponentId);
-            var host = owner.Metadata.Current.Hosts.GetValueOrDefault(component.HostId);
-            var inMaintenance = host?.State == Metadata.HostState.Maintenance;
+            if (component.IsIncoming || vdisk.Layout.IncomingFor(component.ComponentId) is not null)
+            {
+                continue; // Being moved: the move replaces it (even if it fails meanwhile), or is cancelled first.
+            }
 
-            // Maintenance with full data migration evacuates the host: each of its components is rebuilt elsewhere.
-            var evacuate = inMaintenance && host!.MaintenanceMode == MaintenanceModes.FullDataMigration &&
-                           componentState is ComponentState.Active or ComponentState.Absent or ComponentState.Degraded;
+            var componentState = vdisk.StateOf(component.ComponentId);
+            var current = owner.Metadata.Current;
+            var host = current.Hosts.GetValueOrDefault(component.HostId);
+            var inMaintenance = host?.State == Metadata.HostState.Maintenance;
+            var evacuate = current.MustEvacuate(component) && componentState is ComponentState.Active or ComponentState.Absent or ComponentState.Degraded;
             if (componentState is ComponentState.Active && !evacuate)
             {
                 notActiveSince.Remove(component.ComponentId);
@@ -664,21 +688,32 @@ internal sealed class CoordinatedDisk : IReplicaObserver
             }
 
             if (evacuate && componentState == ComponentState.Active &&
-                vdisk.Layout.Components.Any(c => c.ComponentId != component.ComponentId && vdisk.StateOf(c.ComponentId) != ComponentState.Active))
+                (moving || vdisk.Layout.Components.Any(c => c.ComponentId != component.ComponentId && vdisk.StateOf(c.ComponentId) != ComponentState.Active)))
             {
                 continue; // One move at a time per virtual disk, and never while it is already short of a copy.
             }
 
+            // Only its disk is being emptied (the host stays): another disk of the same host is a fine target.
+            var hostLeaves = host?.State is Metadata.HostState.Decommissioning or Metadata.HostState.Maintenance;
             var state = owner.Metadata.Current;
             var topology = await manager.TopologyAsync(state, cancellationToken).ConfigureAwait(false);
-            var placed = Replacement.Place(vdisk.Layout, component.ComponentId, Guid.NewGuid(), topology, hostLost: evacuate || componentState != ComponentState.Degraded);
+            var placed = Replacement.Place(vdisk.Layout, component.ComponentId, Guid.NewGuid(), topology,
+                hostLost: evacuate ? hostLeaves : componentState != ComponentState.Degraded);
             if (placed.Layout is null)
             {
-                Log.CopyFailed(owner.Logger, Name, "rebuild", component.ComponentId.ToString("N"), placed.Error ?? "no placement");
+                Log.CopyFailed(owner.Logger, Name, evacuate ? "evacuation" : "rebuild", component.ComponentId.ToString("N"), placed.Error ?? "no placement");
                 continue;
             }
 
             var replacement = placed.Layout.Components.Single(c => !vdisk.Layout.Components.Any(o => o.ComponentId == c.ComponentId));
+            var reason = evacuate ? EvacuationReason(state, component)
+                : componentState == ComponentState.Degraded ? "its disk failed" : $"absent for over {owner.RepairDelay.TotalMinutes:0.#} min";
+            if (evacuate && componentState == ComponentState.Active)
+            {
+                await manager.BeginMoveAsync(vdisk, component, replacement, reason, cancellationToken).ConfigureAwait(false);
+                return; // The copy starts on the next round (the new copy is stale, so the resync pass fills it).
+            }
+
             await manager.EnsureComponentAsync(state, vdisk.Name, replacement, replacement.Role == ComponentRole.Witness ? BlockGeometry.BlockSize : replacement.Length, cancellationToken)
                 .ConfigureAwait(false);
             var result = await owner.Metadata.ProposeAsync(
@@ -689,23 +724,63 @@ internal sealed class CoordinatedDisk : IReplicaObserver
             }
 
             notActiveSince.Remove(component.ComponentId);
-            var reason = evacuate ? "its host is evacuated (maintenance, full data migration)"
-                : componentState == ComponentState.Degraded ? "its disk failed" : $"absent for over {owner.RepairDelay.TotalMinutes:0.#} min";
             Log.ComponentStateChanged(owner.Logger, Name, replacement.ComponentId.ToString("N"), "stale", result.Generation ?? 0,
                 $"replaces {component.ComponentId:N} on host {replacement.HostId} ({reason})");
-
-            // The old copy is garbage now; its host may be gone, so this is best effort.
-            if (state.Hosts.TryGetValue(component.HostId, out var oldHost) && component.HostId != owner.HostId)
-            {
-                _ = owner.Peers.DeleteComponentAsync(oldHost.Endpoints.PeerData, component.ComponentId, CancellationToken.None)
-                    .ContinueWith(static _ => { }, TaskScheduler.Default);
-            }
-            else if (component.HostId == owner.HostId)
-            {
-                _ = owner.Local.DeleteAsync(component.ComponentId, CancellationToken.None).AsTask().ContinueWith(static _ => { }, TaskScheduler.Default);
-            }
-
+            DeleteOldCopy(state, component);
             return; // One layout change per round; the copy starts on the next round.
+        }
+    }
+
+    private static string EvacuationReason(ClusterState state, ComponentPlacement component) =>
+        state.Hosts.GetValueOrDefault(component.HostId)?.State switch
+        {
+            Metadata.HostState.Decommissioning => "its host is being decommissioned",
+            Metadata.HostState.Maintenance => "its host is evacuated (maintenance, full data migration)",
+            _ => "its disk is being decommissioned",
+        };
+
+    /// <summary>
+    /// A move whose new copy is complete (active) is finished: the old component leaves the layout and the new one takes
+    /// its votes, in one committed step; then the old copy's data is deleted (best effort, like after a rebuild).
+    /// </summary>
+    private async Task CompleteMovesAsync(CancellationToken cancellationToken)
+    {
+        if (!owner.Metadata.Current.VirtualDisks.TryGetValue(VirtualDiskId, out var vdisk))
+        {
+            return;
+        }
+
+        var incoming = vdisk.Layout.Components.FirstOrDefault(c => c.IsIncoming && vdisk.StateOf(c.ComponentId) == ComponentState.Active);
+        if (incoming is null)
+        {
+            return;
+        }
+
+        var state = owner.Metadata.Current;
+        var old = vdisk.Layout.Components.First(c => c.ComponentId == incoming.Replaces);
+        var result = await owner.Metadata.ProposeAsync(
+            new CompleteMove(Guid.NewGuid(), VirtualDiskId, incoming.ComponentId, vdisk.Generation), cancellationToken).ConfigureAwait(false);
+        if (!result.Succeeded)
+        {
+            return;
+        }
+
+        notActiveSince.Remove(old.ComponentId);
+        Log.MoveEnded(owner.Logger, Name, old.ComponentId.ToString("N"), incoming.ComponentId.ToString("N"), $"completed: now on host {incoming.HostId}", result.Generation ?? 0);
+        DeleteOldCopy(state, old);
+    }
+
+    /// <summary>A replaced or moved-away component is garbage; its host may be gone, so this is best effort.</summary>
+    private void DeleteOldCopy(ClusterState state, ComponentPlacement component)
+    {
+        if (component.HostId == owner.HostId)
+        {
+            _ = owner.Local.DeleteAsync(component.ComponentId, CancellationToken.None).AsTask().ContinueWith(static _ => { }, TaskScheduler.Default);
+        }
+        else if (state.Hosts.TryGetValue(component.HostId, out var oldHost))
+        {
+            _ = owner.Peers.DeleteComponentAsync(oldHost.Endpoints.PeerData, component.ComponentId, CancellationToken.None)
+                .ContinueWith(static _ => { }, TaskScheduler.Default);
         }
     }
 
@@ -724,7 +799,7 @@ internal sealed class CoordinatedDisk : IReplicaObserver
         }
 
         var layout = volume.Map.Layout;
-        var pieces = layout.DataComponents.Where(c => c.Replica == 0).OrderBy(c => c.Stripe).ThenBy(c => c.StripeOffset).ToList();
+        var pieces = layout.PrimaryDataComponents.Where(c => c.Replica == 0).OrderBy(c => c.Stripe).ThenBy(c => c.StripeOffset).ToList();
         var total = pieces.Sum(c => c.Length);
         if (scrubCursor >= total)
         {

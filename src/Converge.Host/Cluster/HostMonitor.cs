@@ -96,6 +96,22 @@ internal sealed class HostMonitor(ClusterNode node, TimeSpan heartbeatTimeout, T
                                  disk.State is DiskState.Failed or DiskState.Missing or DiskState.Corrupt;
                 ComponentState? next = null;
                 string reason;
+                if (component.IsIncoming && (diskFailed || IsDown(component.HostId)))
+                {
+                    // A move's new copy whose disk or host fails is dropped; the old component still serves.
+                    var cancelled = await node.Metadata.ProposeAsync(
+                        new CancelMove(Guid.NewGuid(), vdisk.VirtualDiskId, component.ComponentId, vdisk.Generation),
+                        cancellationToken, timeout: TimeSpan.FromSeconds(3)).ConfigureAwait(false);
+                    if (cancelled.Succeeded)
+                    {
+                        Log.MoveEnded(logger, vdisk.Name, component.Replaces!.Value.ToString("N"), component.ComponentId.ToString("N"),
+                            diskFailed ? "cancelled: the target disk failed" : "cancelled: the target host missed heartbeats", cancelled.Generation ?? 0);
+                    }
+
+                    needsResync = false;
+                    break;
+                }
+
                 if (diskFailed && componentState != ComponentState.Degraded)
                 {
                     (next, reason) = (ComponentState.Degraded, $"its disk is {disk!.State.ToString().ToLowerInvariant()}");
@@ -111,9 +127,8 @@ internal sealed class HostMonitor(ClusterNode node, TimeSpan heartbeatTimeout, T
                 else
                 {
                     // Resync (host back), rebuild (degraded, or absent past the repair delay): both need a coordinator.
-                    var evacuating = state.Hosts.TryGetValue(component.HostId, out var owner) && owner.State == Converge.Metadata.HostState.Maintenance &&
-                                     owner.MaintenanceMode == MaintenanceModes.FullDataMigration;
-                    if (componentState is ComponentState.Degraded || evacuating ||
+                    // Moves (evacuation, decommission, a move's new copy to fill or complete) are coordinator work too.
+                    if (componentState is ComponentState.Degraded || state.MustEvacuate(component) || component.IsIncoming ||
                         (component.Role == ComponentRole.Data && componentState is ComponentState.Absent or ComponentState.Stale or ComponentState.Resyncing))
                     {
                         needsResync = true;
@@ -147,6 +162,16 @@ internal sealed class HostMonitor(ClusterNode node, TimeSpan heartbeatTimeout, T
                     // Inaccessible for now, or another host was faster: next round.
                 }
             }
+        }
+
+        try
+        {
+            await node.Manager.LeaderStepAsync(cancellationToken).ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is ClusterOperationException or IOException or ArgumentException)
+        {
+            // Decommission bookkeeping and rebalance moves are retried on the next round.
+            Log.CopyFailed(logger, "-", "decommission/rebalance step", "-", e.Message);
         }
     }
 

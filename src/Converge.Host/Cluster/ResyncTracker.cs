@@ -14,6 +14,9 @@ public enum ResyncKind
 
     /// <summary>A bad block found by a read or the scrubber is rewritten from a good replica.</summary>
     Repair,
+
+    /// <summary>The new copy of a make-before-break move (decommission, rebalance, evacuation) is filled while the old one serves.</summary>
+    Move,
 }
 
 /// <summary>One copy as operators see it: bytes left, rate, estimated time to finish.</summary>

@@ -60,6 +60,9 @@ internal sealed class EventLog(TimeProvider time, int capacity = 1000)
         }
     }
 
+    private static string What(Placement.ComponentPlacement component) =>
+        component.Role == Placement.ComponentRole.Witness ? "witness" : $"replica {component.Replica} stripe {component.Stripe}";
+
     private void Diff(ClusterState a, ClusterState b)
     {
         string HostName(string id) => b.Hosts.TryGetValue(id, out var h) ? h.Name : a.Hosts.TryGetValue(id, out var o) ? o.Name : id;
@@ -84,6 +87,8 @@ internal sealed class EventLog(TimeProvider time, int capacity = 1000)
                 {
                     MetaHostState.Maintenance => ("warning", $"host {host.Name} entered maintenance ({host.MaintenanceMode})"),
                     MetaHostState.Active when old.State == MetaHostState.Maintenance => ("info", $"host {host.Name} left maintenance"),
+                    MetaHostState.Decommissioning => ("info", $"host {host.Name} is being decommissioned: its components move to other hosts"),
+                    MetaHostState.Decommissioned => ("info", $"host {host.Name} is decommissioned: no component is left on it"),
                     _ => ("warning", $"host {host.Name} is now {host.State.ToString().ToLowerInvariant()}"),
                 };
                 Append(severity, host.State == MetaHostState.Maintenance || old.State == MetaHostState.Maintenance ? "host.maintenance" : "host.state", text, host: host.Name);
@@ -112,7 +117,7 @@ internal sealed class EventLog(TimeProvider time, int capacity = 1000)
             else if (old.State != disk.State)
             {
                 Append(
-                    disk.State == DiskState.Online ? "info" : "error",
+                    disk.State is DiskState.Online or DiskState.Evacuating or DiskState.Removed ? "info" : "error",
                     "disk.state",
                     $"disk {disk.Path} of host {HostName(disk.HostId)} is now {disk.State.ToString().ToLowerInvariant()} (was {old.State.ToString().ToLowerInvariant()})",
                     host: HostName(disk.HostId));
@@ -167,6 +172,26 @@ internal sealed class EventLog(TimeProvider time, int capacity = 1000)
                         $"on host {HostName(component.HostId)} is now {now.ToString().ToLowerInvariant()} (was {was.Value.ToString().ToLowerInvariant()})",
                         vdisk.Name,
                         HostName(component.HostId));
+                }
+            }
+
+            // Make-before-break moves: started (a new copy appears beside the old one), completed or cancelled.
+            foreach (var incoming in vdisk.Layout.Components.Where(c => c.IsIncoming && !old.Layout.Components.Any(o => o.ComponentId == c.ComponentId)))
+            {
+                var from = old.Layout.Components.FirstOrDefault(o => o.ComponentId == incoming.Replaces);
+                Append("info", "component.move", $"virtual disk {vdisk.Name}: moving {What(incoming)} from host {HostName(from?.HostId ?? "?")} to host {HostName(incoming.HostId)}", vdisk.Name, HostName(incoming.HostId));
+            }
+
+            foreach (var incoming in old.Layout.Components.Where(c => c.IsIncoming))
+            {
+                var after = vdisk.Layout.Components.FirstOrDefault(c => c.ComponentId == incoming.ComponentId);
+                if (after is null)
+                {
+                    Append("warning", "component.move", $"virtual disk {vdisk.Name}: move of {What(incoming)} to host {HostName(incoming.HostId)} cancelled", vdisk.Name, HostName(incoming.HostId));
+                }
+                else if (!after.IsIncoming)
+                {
+                    Append("info", "component.move", $"virtual disk {vdisk.Name}: {What(incoming)} moved to host {HostName(incoming.HostId)}", vdisk.Name, HostName(incoming.HostId));
                 }
             }
 

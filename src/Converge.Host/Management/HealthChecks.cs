@@ -138,7 +138,8 @@ internal sealed class HealthChecks(ClusterViews views, HostInventory inventory)
                 continue;
             }
 
-            var inactive = vdisk.Layout.Components.Count(c => !Active(c));
+            // A move's new copy being filled is an extra copy, not a missing one.
+            var inactive = vdisk.Layout.Components.Count(c => !c.IsIncoming && !Active(c));
             if (inactive > 0)
             {
                 reduced.Add($"{vdisk.Name} ({inactive} component(s) not active)");

@@ -6,7 +6,7 @@ namespace Converge.Host.Management;
 
 /// <summary>
 /// The operator-facing additions to <c>/api/v1</c>: health checks, resync progress, performance samples, events,
-/// maintenance, fault domains, compliance, layouts and policy changes; the bearer-token check of mutating calls;
+/// maintenance, decommissioning, rebalance, fault domains, compliance, layouts and policy changes; the bearer-token check of mutating calls;
 /// the clock header; and the internal per-host views the cluster endpoints merge.
 /// </summary>
 internal static class ManagementEndpoints
@@ -106,6 +106,25 @@ internal static class ManagementEndpoints
         });
         api.MapDelete("/hosts/{name}/maintenance", async (string name, CancellationToken ct) =>
             ManagementApi.Json(await manager.ExitMaintenanceAsync(name, ct).ConfigureAwait(false), ContractsJsonContext.Default.ClusterHostInfo));
+        api.MapPost("/hosts/{name}/decommission", async (string name, CancellationToken ct) =>
+            ManagementApi.Json(await manager.DecommissionHostAsync(name, ct).ConfigureAwait(false), ContractsJsonContext.Default.DecommissionInfo, StatusCodes.Status202Accepted));
+        api.MapGet("/hosts/{name}/decommission", (string name) =>
+            ManagementApi.Json(manager.GetHostDecommission(name), ContractsJsonContext.Default.DecommissionInfo));
+        api.MapPost("/cluster/disks/{id}/decommission", async (string id, CancellationToken ct) =>
+            ManagementApi.Json(await manager.DecommissionDiskAsync(id, ct).ConfigureAwait(false), ContractsJsonContext.Default.DecommissionInfo, StatusCodes.Status202Accepted));
+        api.MapGet("/cluster/disks/{id}/decommission", (string id) =>
+            ManagementApi.Json(manager.GetDiskDecommission(id), ContractsJsonContext.Default.DecommissionInfo));
+        api.MapGet("/cluster/rebalance", async (CancellationToken ct) =>
+            ManagementApi.Json(await manager.GetRebalanceAsync(ct).ConfigureAwait(false), ContractsJsonContext.Default.RebalanceInfo));
+        api.MapPost("/cluster/rebalance", async (HttpContext context) =>
+        {
+            var request = context.Request.ContentLength is 0 || (context.Request.ContentLength is null && !context.Request.HasJsonContentType())
+                ? new RebalanceRequest()
+                : await ManagementApi.ReadBodyAsync(context, ContractsJsonContext.Default.RebalanceRequest).ConfigureAwait(false);
+            return ManagementApi.Json(await manager.RebalanceAsync(request, context.RequestAborted).ConfigureAwait(false), ContractsJsonContext.Default.RebalanceInfo);
+        });
+        api.MapDelete("/cluster/rebalance", async (CancellationToken ct) =>
+            ManagementApi.Json(await manager.StopRebalanceAsync(ct).ConfigureAwait(false), ContractsJsonContext.Default.RebalanceInfo));
         api.MapGet("/fault-domains", () => ManagementApi.Json(manager.FaultDomains(), ContractsJsonContext.Default.IReadOnlyListFaultDomainInfo));
         api.MapGet("/compliance", () => ManagementApi.Json(manager.Compliance(), ContractsJsonContext.Default.IReadOnlyListComplianceInfo));
         api.MapGet("/vdisks/{name}/layout", (string name) =>

@@ -23,6 +23,10 @@ namespace Converge.Metadata;
 [JsonDerivedType(typeof(SetComponentState), "setComponentState")]
 [JsonDerivedType(typeof(ReplaceComponent), "replaceComponent")]
 [JsonDerivedType(typeof(SetVirtualDiskPolicy), "setVirtualDiskPolicy")]
+[JsonDerivedType(typeof(BeginMove), "beginMove")]
+[JsonDerivedType(typeof(CompleteMove), "completeMove")]
+[JsonDerivedType(typeof(CancelMove), "cancelMove")]
+[JsonDerivedType(typeof(SetRebalance), "setRebalance")]
 public abstract record MetadataCommand(Guid CommandId);
 
 /// <summary>Creates the cluster record and its default policy. Accepted once.</summary>
@@ -98,4 +102,33 @@ public sealed record ReplaceComponent(
 /// the generation is not bumped.
 /// </summary>
 public sealed record SetVirtualDiskPolicy(Guid CommandId, string VirtualDiskId, string PolicyName, long ExpectedGeneration)
+    : MetadataCommand(CommandId);
+
+/// <summary>
+/// Starts a make-before-break move of an active component to <see cref="NewComponent"/> (same role, replica, stripe
+/// range and votes, under a new id) if the virtual disk is still at <see cref="ExpectedGeneration"/> and moves nothing
+/// else. The new component joins beside the old one as <c>Stale</c> (written, not read, filled by a full copy) with no
+/// votes (<see cref="Placement.ComponentPlacement.Replaces"/> names the old one); the old one keeps serving. Bumps the
+/// generation.
+/// </summary>
+public sealed record BeginMove(
+    Guid CommandId, string VirtualDiskId, Guid OldComponentId, ComponentPlacement NewComponent, long ExpectedGeneration)
+    : MetadataCommand(CommandId);
+
+/// <summary>
+/// Completes a move once its new component is active: the old component leaves the layout and the new one takes its
+/// place and votes. Compare-and-set on the generation; bumps it.
+/// </summary>
+public sealed record CompleteMove(Guid CommandId, string VirtualDiskId, Guid NewComponentId, long ExpectedGeneration)
+    : MetadataCommand(CommandId);
+
+/// <summary>Abandons a move: its new component leaves the layout (it failed, or its target went away). Bumps the generation.</summary>
+public sealed record CancelMove(Guid CommandId, string VirtualDiskId, Guid NewComponentId, long ExpectedGeneration)
+    : MetadataCommand(CommandId);
+
+/// <summary>
+/// Starts (<see cref="Requested"/>) or ends a cluster rebalance: while requested, the metadata leader keeps moving
+/// components, one at a time, until the rebalance plan is empty.
+/// </summary>
+public sealed record SetRebalance(Guid CommandId, bool Requested, DateTimeOffset At, double ThresholdPercent = 10)
     : MetadataCommand(CommandId);

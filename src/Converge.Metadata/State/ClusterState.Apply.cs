@@ -42,6 +42,10 @@ public sealed partial record ClusterState
             SetComponentState c => ApplySetComponentState(c),
             ReplaceComponent c => ApplyReplaceComponent(c),
             SetVirtualDiskPolicy c => ApplySetVirtualDiskPolicy(c),
+            BeginMove c => ApplyBeginMove(c),
+            CompleteMove c => ApplyCompleteMove(c),
+            CancelMove c => ApplyCancelMove(c),
+            SetRebalance c => ApplySetRebalance(c),
             _ => Refuse($"unknown command {command.GetType().Name}"),
         };
 
@@ -145,6 +149,21 @@ public sealed partial record ClusterState
         }
 
         var state = c.State ?? host.State;
+        if (state is HostState.Decommissioning or HostState.Decommissioned && (c.Voter ?? host.Voter))
+        {
+            return Refuse($"host '{host.Name}' is a Raft voter; a voter cannot be decommissioned");
+        }
+
+        if (state == HostState.Decommissioned && host.State != HostState.Decommissioning)
+        {
+            return Refuse($"host '{host.Name}' must be decommissioning (emptied by moves) before it is decommissioned");
+        }
+
+        if (state == HostState.Decommissioned && ComponentsOnHost(host.HostId) is > 0 and var left)
+        {
+            return Refuse($"host '{host.Name}' still holds {left} component(s)");
+        }
+
         var updated = host with
         {
             State = state,
@@ -204,6 +223,11 @@ public sealed partial record ClusterState
         if (disk.State == DiskState.Removed && c.State != DiskState.Removed)
         {
             return Refuse($"disk '{c.DiskId}' was removed and cannot change state");
+        }
+
+        if (c.State == DiskState.Removed && ComponentsOnDisk(disk.DiskId) is > 0 and var left)
+        {
+            return Refuse($"disk '{c.DiskId}' still holds {left} component(s)");
         }
 
         return (this with { Disks = Disks.SetItem(c.DiskId, disk with { State = c.State }) }, CommandResult.Ok());
@@ -290,6 +314,11 @@ public sealed partial record ClusterState
         if (c.Layout.ObjectId.ToString("N") != vdisk.VirtualDiskId)
         {
             return Refuse($"layout is for object '{c.Layout.ObjectId:N}', not virtual disk '{vdisk.VirtualDiskId}'");
+        }
+
+        if (vdisk.Layout.Components.Any(x => x.IsIncoming))
+        {
+            return Refuse($"virtual disk '{vdisk.Name}' is moving a component; resize it when the move is over");
         }
 
         if (c.Layout.SizeBytes <= vdisk.SizeBytes)
@@ -408,6 +437,13 @@ public sealed partial record ClusterState
             return Refuse($"virtual disk '{vdisk.Name}' has no component '{key}'");
         }
 
+        // A move's new copy is either being filled or complete; one that fails is dropped (CancelMove), never resynced
+        // by delta: it never held a complete copy to resync from.
+        if (vdisk.Layout.Components.Any(x => x.ComponentId == c.ComponentId && x.IsIncoming) && c.State is not (ComponentState.Stale or ComponentState.Active))
+        {
+            return Refuse($"component '{key}' of virtual disk '{vdisk.Name}' is the new copy of a move; cancel the move instead of marking it {c.State.ToString().ToLowerInvariant()}");
+        }
+
         var updated = vdisk with
         {
             ComponentStates = vdisk.ComponentStates.SetItem(key, c.State),
@@ -434,6 +470,11 @@ public sealed partial record ClusterState
             return Refuse($"virtual disk '{vdisk.Name}' has no component '{VirtualDiskRecord.ComponentKey(c.OldComponentId)}'");
         }
 
+        if (old.IsIncoming || vdisk.Layout.IncomingFor(old.ComponentId) is not null || c.NewComponent.IsIncoming)
+        {
+            return Refuse($"component '{VirtualDiskRecord.ComponentKey(old.ComponentId)}' of virtual disk '{vdisk.Name}' is part of a move; the move completes or is cancelled first");
+        }
+
         var n = c.NewComponent;
         if (n.Role != old.Role || n.Replica != old.Replica || n.Stripe != old.Stripe || n.StripeOffset != old.StripeOffset || n.Length != old.Length ||
             n.Votes != old.Votes || vdisk.Layout.Components.Any(x => x.ComponentId == n.ComponentId))
@@ -442,7 +483,7 @@ public sealed partial record ClusterState
         }
 
         var layout = vdisk.Layout with { Components = [.. vdisk.Layout.Components.Select(x => x.ComponentId == old.ComponentId ? n : x)] };
-        if (ValidateLayout(layout) is { } layoutError)
+        if (ValidateLayout(layout, x => x.ComponentId == n.ComponentId) is { } layoutError)
         {
             return Refuse(layoutError);
         }
@@ -486,8 +527,152 @@ public sealed partial record ClusterState
         return (this with { VirtualDisks = VirtualDisks.SetItem(vdisk.VirtualDiskId, updated) }, CommandResult.Ok(updated.Generation));
     }
 
-    /// <summary>Every component must sit on a registered, usable disk of the host it names.</summary>
-    private string? ValidateLayout(ObjectLayout layout)
+    private (ClusterState, CommandResult) ApplyBeginMove(BeginMove c)
+    {
+        if (!VirtualDisks.TryGetValue(c.VirtualDiskId, out var vdisk))
+        {
+            return Refuse($"virtual disk '{c.VirtualDiskId}' does not exist");
+        }
+
+        if (vdisk.Generation != c.ExpectedGeneration)
+        {
+            return Refuse($"virtual disk '{vdisk.Name}' is at generation {vdisk.Generation}, not {c.ExpectedGeneration}");
+        }
+
+        var old = vdisk.Layout.Components.FirstOrDefault(x => x.ComponentId == c.OldComponentId);
+        if (old is null)
+        {
+            return Refuse($"virtual disk '{vdisk.Name}' has no component '{VirtualDiskRecord.ComponentKey(c.OldComponentId)}'");
+        }
+
+        if (vdisk.Layout.Components.Any(x => x.IsIncoming))
+        {
+            return Refuse($"virtual disk '{vdisk.Name}' is already moving a component; one move at a time");
+        }
+
+        // Moving copies the old component's data while it keeps serving: it must be complete and current.
+        if (vdisk.StateOf(old.ComponentId) != ComponentState.Active)
+        {
+            return Refuse($"component '{VirtualDiskRecord.ComponentKey(old.ComponentId)}' of virtual disk '{vdisk.Name}' is {vdisk.StateOf(old.ComponentId).ToString().ToLowerInvariant()}, not active; it is rebuilt, not moved");
+        }
+
+        var n = c.NewComponent;
+        if (n.Role != old.Role || n.Replica != old.Replica || n.Stripe != old.Stripe || n.StripeOffset != old.StripeOffset || n.Length != old.Length ||
+            n.Votes != old.Votes || vdisk.Layout.Components.Any(x => x.ComponentId == n.ComponentId))
+        {
+            return Refuse($"the new copy of component '{VirtualDiskRecord.ComponentKey(old.ComponentId)}' must keep its role, replica, stripe range and votes, under a new id");
+        }
+
+        if (n.DiskId == old.DiskId)
+        {
+            return Refuse($"component '{VirtualDiskRecord.ComponentKey(old.ComponentId)}' is already on disk '{n.DiskId}'");
+        }
+
+        if (Hosts.GetValueOrDefault(n.HostId) is not { State: HostState.Active })
+        {
+            return Refuse($"host '{n.HostId}' is not an active host of the cluster; components move only to active hosts");
+        }
+
+        // No votes until the move completes: the majority stays what it was with the old component alone.
+        var incoming = n with { Votes = 0, Replaces = old.ComponentId };
+        var layout = vdisk.Layout with { Components = [.. vdisk.Layout.Components, incoming] };
+        if (ValidateLayout(layout, x => x.ComponentId == n.ComponentId) is { } layoutError)
+        {
+            return Refuse(layoutError);
+        }
+
+        var updated = vdisk with
+        {
+            Layout = layout,
+            ComponentStates = vdisk.ComponentStates.SetItem(
+                VirtualDiskRecord.ComponentKey(n.ComponentId), n.Role == ComponentRole.Witness ? ComponentState.Active : ComponentState.Stale),
+            Generation = vdisk.Generation + 1,
+        };
+        return (this with { VirtualDisks = VirtualDisks.SetItem(vdisk.VirtualDiskId, updated) }, CommandResult.Ok(updated.Generation));
+    }
+
+    private (ClusterState, CommandResult) ApplyCompleteMove(CompleteMove c)
+    {
+        if (FindMove(c.VirtualDiskId, c.NewComponentId, c.ExpectedGeneration, out var vdisk, out var incoming) is { } error)
+        {
+            return Refuse(error);
+        }
+
+        if (vdisk.StateOf(incoming.ComponentId) != ComponentState.Active)
+        {
+            return Refuse($"the new copy '{VirtualDiskRecord.ComponentKey(incoming.ComponentId)}' of virtual disk '{vdisk.Name}' is not active yet");
+        }
+
+        var old = vdisk.Layout.Components.First(x => x.ComponentId == incoming.Replaces);
+        var moved = incoming with { Votes = old.Votes, Replaces = null };
+        var layout = vdisk.Layout with
+        {
+            Components = [.. vdisk.Layout.Components.Where(x => x.ComponentId != old.ComponentId).Select(x => x.ComponentId == incoming.ComponentId ? moved : x)],
+        };
+        var updated = vdisk with
+        {
+            Layout = layout,
+            ComponentStates = vdisk.ComponentStates.Remove(VirtualDiskRecord.ComponentKey(old.ComponentId)),
+            Generation = vdisk.Generation + 1,
+        };
+        return (this with { VirtualDisks = VirtualDisks.SetItem(vdisk.VirtualDiskId, updated) }, CommandResult.Ok(updated.Generation));
+    }
+
+    private (ClusterState, CommandResult) ApplyCancelMove(CancelMove c)
+    {
+        if (FindMove(c.VirtualDiskId, c.NewComponentId, c.ExpectedGeneration, out var vdisk, out var incoming) is { } error)
+        {
+            return Refuse(error);
+        }
+
+        var updated = vdisk with
+        {
+            Layout = vdisk.Layout with { Components = [.. vdisk.Layout.Components.Where(x => x.ComponentId != incoming.ComponentId)] },
+            ComponentStates = vdisk.ComponentStates.Remove(VirtualDiskRecord.ComponentKey(incoming.ComponentId)),
+            Generation = vdisk.Generation + 1,
+        };
+        return (this with { VirtualDisks = VirtualDisks.SetItem(vdisk.VirtualDiskId, updated) }, CommandResult.Ok(updated.Generation));
+    }
+
+    private string? FindMove(string virtualDiskId, Guid newComponentId, long expectedGeneration, out VirtualDiskRecord vdisk, out ComponentPlacement incoming)
+    {
+        incoming = null!;
+        if (!VirtualDisks.TryGetValue(virtualDiskId, out vdisk!))
+        {
+            return $"virtual disk '{virtualDiskId}' does not exist";
+        }
+
+        if (vdisk.Generation != expectedGeneration)
+        {
+            return $"virtual disk '{vdisk.Name}' is at generation {vdisk.Generation}, not {expectedGeneration}";
+        }
+
+        var found = vdisk.Layout.Components.FirstOrDefault(x => x.ComponentId == newComponentId);
+        if (found is not { IsIncoming: true })
+        {
+            return $"virtual disk '{vdisk.Name}' has no move to component '{VirtualDiskRecord.ComponentKey(newComponentId)}'";
+        }
+
+        incoming = found;
+        return null;
+    }
+
+    private (ClusterState, CommandResult) ApplySetRebalance(SetRebalance c)
+    {
+        if (c.Requested && c.ThresholdPercent is <= 0 or > 100 or double.NaN)
+        {
+            return Refuse($"rebalance threshold must be above 0 and at most 100 percentage points; got {c.ThresholdPercent}");
+        }
+
+        return (this with { Rebalance = c.Requested ? new RebalanceRun(c.At, c.ThresholdPercent) : null }, CommandResult.Ok());
+    }
+
+    /// <summary>
+    /// Every component must sit on a registered disk of the host it names; new components (<paramref name="isNew"/>,
+    /// all of them by default) on a usable one. Components already placed may stay on a disk that is being evacuated
+    /// or has failed: moving or rebuilding them is what changes the layout.
+    /// </summary>
+    private string? ValidateLayout(ObjectLayout layout, Func<ComponentPlacement, bool>? isNew = null)
     {
         if (layout.Components.Count == 0)
         {
@@ -511,7 +696,7 @@ public sealed partial record ClusterState
                 return $"component '{component.ComponentId:N}' names host '{component.HostId}' but disk '{disk.DiskId}' is on host '{disk.HostId}'";
             }
 
-            if (disk.State is not DiskState.Online)
+            if (disk.State is not DiskState.Online && (isNew is null || isNew(component) || disk.State == DiskState.Removed))
             {
                 return $"component '{component.ComponentId:N}' is on disk '{disk.DiskId}', which is {disk.State.ToString().ToLowerInvariant()}";
             }

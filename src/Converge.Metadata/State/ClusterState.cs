@@ -28,6 +28,9 @@ public sealed partial record ClusterState
 
     public ImmutableSortedDictionary<string, VirtualDiskRecord> VirtualDisks { get; init; } = EmptyMap<VirtualDiskRecord>();
 
+    /// <summary>The rebalance under way, or null.</summary>
+    public RebalanceRun? Rebalance { get; init; }
+
     /// <summary>Results of the most recent successful commands, oldest first, at most <see cref="DedupeWindow"/>.</summary>
     public ImmutableList<AppliedCommand> RecentCommands { get; init; } = [];
 
@@ -36,6 +39,24 @@ public sealed partial record ClusterState
 
     public HostRecord? FindHostByName(string name) =>
         Hosts.Values.FirstOrDefault(h => string.Equals(h.Name, name, StringComparison.Ordinal));
+
+    /// <summary>
+    /// Whether a component must leave where it is: its host is being decommissioned or is in maintenance with full data
+    /// migration, or its disk is being decommissioned.
+    /// </summary>
+    public bool MustEvacuate(ComponentPlacement component)
+    {
+        var host = Hosts.GetValueOrDefault(component.HostId);
+        return host?.State == HostState.Decommissioning ||
+               (host?.State == HostState.Maintenance && host.MaintenanceMode == MaintenanceModes.FullDataMigration) ||
+               Disks.GetValueOrDefault(component.DiskId)?.State == DiskState.Evacuating;
+    }
+
+    /// <summary>Components placed on a host (the incoming copies of moves included).</summary>
+    public int ComponentsOnHost(string hostId) => VirtualDisks.Values.Sum(v => v.Layout.Components.Count(c => c.HostId == hostId));
+
+    /// <summary>Components placed on a disk (the incoming copies of moves included).</summary>
+    public int ComponentsOnDisk(string diskId) => VirtualDisks.Values.Sum(v => v.Layout.Components.Count(c => c.DiskId == diskId));
 
     /// <summary>The state as JSON (the snapshot format).</summary>
     public byte[] ToJson() => JsonSerializer.SerializeToUtf8Bytes(this, MetadataJsonContext.Default.ClusterState);

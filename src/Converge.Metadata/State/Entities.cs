@@ -22,6 +22,9 @@ public enum HostState
     Active,
     Maintenance,
     Decommissioned,
+
+    /// <summary>Being emptied by make-before-break moves; committed <see cref="Decommissioned"/> once no component is left.</summary>
+    Decommissioning,
 }
 
 /// <summary>Where a host listens. <see cref="Raft"/> is null for hosts that are metadata clients, not Raft members.</summary>
@@ -56,6 +59,11 @@ public static class MaintenanceModes
     public static readonly IReadOnlyList<string> All = [EnsureAccessibility, FullDataMigration, NoDataMigration];
 }
 
+/// <summary>
+/// <see cref="Evacuating"/>: being decommissioned (its components move away; nothing new is placed there);
+/// <see cref="Removed"/>: decommissioned and empty. The record stays as a tombstone so that its host does not register
+/// the disk again when it restarts.
+/// </summary>
 public enum DiskState
 {
     Online,
@@ -108,3 +116,6 @@ public sealed record VirtualDiskRecord(
 
     public static string ComponentKey(Guid componentId) => componentId.ToString("N");
 }
+
+/// <summary>A rebalance the operator asked for: the leader moves components until the spread is within the threshold.</summary>
+public sealed record RebalanceRun(DateTimeOffset RequestedAt, double ThresholdPercent);

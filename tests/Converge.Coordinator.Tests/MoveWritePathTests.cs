@@ -1,0 +1,117 @@
+using Converge.Common;
+using Converge.Coordinator.Tracking;
+using Converge.Placement;
+
+namespace Converge.Coordinator.Tests;
+
+/// <summary>The I/O path while a component is moved make-before-break: the new copy is written, never read.</summary>
+public class MoveWritePathTests
+{
+    private const int ObjectSize = 1 << 20;
+
+    [Fact]
+    public async Task During_a_move_writes_reach_the_old_and_the_new_copy_reads_never_come_from_the_new_one_and_a_copy_fills_it()
+    {
+        var r0 = Data(0, "h1");
+        var r1 = Data(1, "h2");
+        var witness = new ComponentPlacement(Guid.NewGuid(), ComponentRole.Witness, -1, -1, 0, 0, "h3", "h3", "d3", 1, 0);
+        var incoming = r0 with { ComponentId = Guid.NewGuid(), HostId = "h4", FaultDomain = "h4", DiskId = "d4", Votes = 0, Replaces = r0.ComponentId };
+        var layout = new ObjectLayout(Guid.NewGuid(), ObjectSize, 2, 1, 1 << 20, ObjectSize, [r0, r1, witness, incoming]);
+        var stores = new[] { r0, r1, incoming }.ToDictionary(c => c.ComponentId, c => new MemoryReplica(c.ComponentId));
+
+        // The new copy starts with garbage: a read served from it would show.
+        Array.Fill(stores[incoming.ComponentId].Bytes, (byte)0xEE);
+        var volume = new ReplicatedVolume(
+            "v", ObjectSize, 2, new StripeMap(layout), stores.ToDictionary(p => p.Key, p => (IReplicaComponent)p.Value),
+            new HashSet<Guid> { r0.ComponentId, r1.ComponentId, witness.ComponentId }, new WriteIntents(), new RangeLock());
+
+        var data = new byte[8192];
+        Array.Fill(data, (byte)0x5A);
+        await volume.WriteAsync(4096, data, WriteFlags.None, CancellationToken.None);
+        Assert.All(stores.Values, s => Assert.True(s.Bytes.AsSpan(4096, 8192).SequenceEqual(data), $"component {s.ComponentId} missed the write"));
+
+        var expected = new byte[16384];
+        data.CopyTo(expected, 4096);
+        for (var i = 0; i < 8; i++)
+        {
+            var read = new byte[16384];
+            await volume.ReadAsync(0, read, CancellationToken.None);
+            Assert.Equal(expected, read);
+        }
+
+        Assert.Equal(0, stores[incoming.ComponentId].Reads);
+
+        // The full copy (rebuild/move machinery) fills the new copy from an active replica.
+        await volume.CopyAsync(0, 0, ObjectSize, [incoming.ComponentId], new byte[ObjectSize], CancellationToken.None);
+        Assert.Equal(stores[r0.ComponentId].Bytes, stores[incoming.ComponentId].Bytes);
+        Assert.Equal(0, stores[incoming.ComponentId].Reads);
+
+        // With the old component gone the object is still complete (replica 1) — and the new copy does not count as a
+        // copy of replica 0 until the move completes.
+        Assert.True(layout.IsAccessible(c => c.ComponentId != r0.ComponentId));
+        Assert.False(layout.IsAccessible(c => c.ComponentId != r0.ComponentId && c.ComponentId != r1.ComponentId));
+    }
+
+    private static ComponentPlacement Data(int replica, string host) =>
+        new(Guid.NewGuid(), ComponentRole.Data, replica, 0, 0, ObjectSize, host, host, "d-" + host, 1, 0);
+
+    private sealed class MemoryReplica(Guid id) : IReplicaComponent
+    {
+        public byte[] Bytes { get; } = new byte[ObjectSize];
+
+        public int Reads { get; private set; }
+
+        public Guid ComponentId => id;
+
+        public bool IsLocal => true;
+
+        public string Name => id.ToString("N");
+
+        public long Size => Bytes.Length;
+
+        public VolumeCapabilities Capabilities => VolumeCapabilities.Flush | VolumeCapabilities.Trim | VolumeCapabilities.WriteZeroes;
+
+        public ValueTask ReadAsync(long offset, Memory<byte> buffer, CancellationToken cancellationToken)
+        {
+            Reads++;
+            Bytes.AsMemory((int)offset, buffer.Length).CopyTo(buffer);
+            return ValueTask.CompletedTask;
+        }
+
+        public ValueTask WriteAsync(long offset, ReadOnlyMemory<byte> data, WriteFlags flags, CancellationToken cancellationToken) =>
+            WriteAsync(offset, data, flags, ChangeKinds.None, cancellationToken);
+
+        public ValueTask WriteAsync(long offset, ReadOnlyMemory<byte> data, WriteFlags flags, ChangeKinds track, CancellationToken cancellationToken)
+        {
+            data.CopyTo(Bytes.AsMemory((int)offset));
+            return ValueTask.CompletedTask;
+        }
+
+        public ValueTask FlushAsync(CancellationToken cancellationToken) => ValueTask.CompletedTask;
+
+        public ValueTask TrimAsync(long offset, long length, WriteFlags flags, CancellationToken cancellationToken) =>
+            TrimAsync(offset, length, flags, ChangeKinds.None, cancellationToken);
+
+        public ValueTask TrimAsync(long offset, long length, WriteFlags flags, ChangeKinds track, CancellationToken cancellationToken)
+        {
+            Array.Clear(Bytes, (int)offset, (int)length);
+            return ValueTask.CompletedTask;
+        }
+
+        public ValueTask WriteZeroesAsync(long offset, long length, ZeroFlags flags, CancellationToken cancellationToken) =>
+            WriteZeroesAsync(offset, length, flags, ChangeKinds.None, cancellationToken);
+
+        public ValueTask WriteZeroesAsync(long offset, long length, ZeroFlags flags, ChangeKinds track, CancellationToken cancellationToken)
+        {
+            Array.Clear(Bytes, (int)offset, (int)length);
+            return ValueTask.CompletedTask;
+        }
+
+        public ValueTask<IReadOnlyList<AllocationExtent>> GetAllocationAsync(long offset, long length, CancellationToken cancellationToken) =>
+            ValueTask.FromResult<IReadOnlyList<AllocationExtent>>([new AllocationExtent(length, AllocationFlags.Data)]);
+
+        public ValueTask<List<ChangedRange>> ReadChangesAsync(ChangeKinds kinds, CancellationToken cancellationToken) => ValueTask.FromResult(new List<ChangedRange>());
+
+        public ValueTask ClearChangesAsync(ChangeKinds kinds, long offset, long length, CancellationToken cancellationToken) => ValueTask.CompletedTask;
+    }
+}
