@@ -60,7 +60,7 @@ public sealed class NbdListener : IAsyncDisposable
         catch (SocketException e)
         {
             socket.Dispose();
-            throw new IOException($"cannot listen for NBD clients on {_endPoint}: {e.Message}", e);
+            throw new IOException($"cannot listen for NBD clients on {_endPoint}: {e.Message}.", e);
         }
 
         _socket = socket;
