@@ -125,7 +125,10 @@ public sealed class NbdListener : IAsyncDisposable
 
             connection.NoDelay = true;
             var id = "nbd-" + Interlocked.Increment(ref _connectionIds).ToString(CultureInfo.InvariantCulture);
-            _sessions[connection] = Task.Run(() => ServeAsync(connection, id));
+            // Registered before it starts, so a session that ends at once cannot be removed before it was added.
+            var session = new Task<Task>(() => ServeAsync(connection, id));
+            _sessions[connection] = session.Unwrap();
+            session.Start(TaskScheduler.Default);
         }
     }
 
