@@ -166,6 +166,7 @@ internal sealed class NbdTransmission
     }
 
     /// <summary>Takes an in-flight slot; when it has to wait, the queued replies go out first.</summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
     private async ValueTask AcquireAsync(long bytes, CancellationToken cancellationToken)
     {
         var acquiring = _limiter.AcquireAsync(bytes, cancellationToken);
@@ -616,6 +617,7 @@ internal sealed class NbdTransmission
     /// (the running sender looks again before it stops). Never throws: a failed send closes the connection's sending
     /// side, and later replies are dropped (the reader notices the dead connection on its own).
     /// </summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
     private async ValueTask SendQueuedAsync()
     {
         List<QueuedReply> batch;
@@ -699,6 +701,7 @@ internal sealed class NbdTransmission
     /// Headers and small payloads are coalesced into the send buffer; a large payload goes out behind the coalesced
     /// bytes in the same send (a two-buffer gather), straight from its own buffer.
     /// </summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
     private async ValueTask SendBatchAsync(List<QueuedReply> batch)
     {
         var send = _send!;

@@ -1,5 +1,6 @@
 using System.Buffers;
 using System.Net.Sockets;
+using System.Runtime.CompilerServices;
 
 namespace Converge.Nbd.Protocol;
 
@@ -51,6 +52,7 @@ internal sealed class NbdConnection : IDisposable
     /// Receives more bytes into the buffer, first moving the unparsed bytes to its front when fewer than
     /// <paramref name="needed"/> bytes of room are left after them. Returns the count received (0: end of stream).
     /// </summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
     public async ValueTask<int> ReceiveMoreAsync(int needed, CancellationToken cancellationToken)
     {
         var buffer = Buffer;
@@ -71,6 +73,7 @@ internal sealed class NbdConnection : IDisposable
     }
 
     /// <summary>Fills <paramref name="destination"/> from the buffer, then straight from the socket. False when the stream ended first.</summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
     public async ValueTask<bool> ReadExactAsync(Memory<byte> destination, CancellationToken cancellationToken)
     {
         var take = Math.Min(Buffered, destination.Length);
@@ -132,6 +135,7 @@ internal sealed class NbdConnection : IDisposable
         }
     }
 
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
     public async ValueTask SendAllAsync(ReadOnlyMemory<byte> data, CancellationToken cancellationToken)
     {
         while (!data.IsEmpty)
