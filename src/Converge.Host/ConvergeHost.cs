@@ -4,16 +4,15 @@ using Converge.Coordinator.Peer;
 using Converge.Host.Cluster;
 using Converge.Host.Management;
 using Converge.Nbd;
-using Microsoft.AspNetCore.Connections;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Microsoft.Extensions.Logging.Console;
 
 namespace Converge.Host;
 
 /// <summary>
-/// The daemon: opens the disks, serves NBD and the management API from one Kestrel, and on SIGTERM/SIGINT
-/// (or <c>cancellationToken</c>) stops accepting, finishes in-flight requests, then flushes, checkpoints and
-/// closes every disk.
+/// The daemon: opens the disks, serves NBD (<see cref="NbdListener"/>, raw sockets) and the management API (Kestrel),
+/// and on SIGTERM/SIGINT (or <c>cancellationToken</c>) stops accepting, finishes in-flight requests, then flushes,
+/// checkpoints and closes every disk.
 /// </summary>
 public static class ConvergeHost
 {
@@ -87,10 +86,14 @@ public static class ConvergeHost
                 options.PeerEndPoint!, sp.GetRequiredService<IPeerRequestHandler>(), sp.GetRequiredService<ILogger<PeerListener>>()));
         }
 
+        // NBD runs on its own sockets too (see NbdListener). Registered after the peer listener, so it stops first: the
+        // NBD requests still in flight at shutdown may need the peers to finish their replicated writes.
+        builder.Services.AddHostedService(sp => new NbdHostedListener(new NbdListener(
+            options.NbdEndPoint, sp.GetRequiredService<INbdExportCatalog>(), sp.GetRequiredService<NbdServerOptions>(), sp.GetRequiredService<ILogger<NbdListener>>())));
+
         builder.WebHost.ConfigureKestrel(k =>
         {
             k.AddServerHeader = false;
-            k.Listen(options.NbdEndPoint, l => l.UseConnectionHandler<NbdConnectionHandler>());
             k.Listen(options.ApiEndPoint, l => l.Protocols = HttpProtocols.Http1);
         });
 

@@ -54,4 +54,7 @@ internal static partial class Log
 
     [LoggerMessage(17, LogLevel.Error, "NBD session failed unexpectedly")]
     public static partial void SessionFailed(ILogger logger, Exception exception);
+
+    [LoggerMessage(18, LogLevel.Warning, "NBD accept failed: {Reason}")]
+    public static partial void AcceptFailed(ILogger logger, string reason);
 }

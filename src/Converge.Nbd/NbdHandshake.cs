@@ -1,6 +1,5 @@
 using System.Buffers;
 using System.Buffers.Binary;
-using System.IO.Pipelines;
 using System.Text;
 using Converge.Common;
 using Converge.Nbd.Protocol;
@@ -22,8 +21,8 @@ internal sealed class NbdHandshake
 {
     private const HandshakeFlags ServerHandshakeFlags = HandshakeFlags.FixedNewstyle | HandshakeFlags.NoZeroes;
 
-    private readonly PipeReader _reader;
-    private readonly PipeWriter _writer;
+    private readonly NbdConnection _connection;
+    private readonly IBufferWriter<byte> _writer;
     private readonly INbdExportCatalog _catalog;
     private readonly NbdServerOptions _options;
     private readonly ILogger _logger;
@@ -35,10 +34,10 @@ internal sealed class NbdHandshake
     private string? _metaContextExport;
     private bool _baseAllocationSelected;
 
-    public NbdHandshake(IDuplexPipe transport, INbdExportCatalog catalog, NbdServerOptions options, ILogger logger)
+    public NbdHandshake(NbdConnection connection, INbdExportCatalog catalog, NbdServerOptions options, ILogger logger)
     {
-        _reader = transport.Input;
-        _writer = transport.Output;
+        _connection = connection;
+        _writer = connection.Output;
         _catalog = catalog;
         _options = options;
         _logger = logger;
@@ -63,10 +62,10 @@ internal sealed class NbdHandshake
     private async Task<NegotiatedExport?> NegotiateAsync(CancellationToken ct)
     {
         WriteGreeting();
-        await _writer.FlushAsync(ct);
+        await _connection.FlushAsync(ct);
 
         var clientFlagBytes = new byte[4];
-        if (!await PipeReading.ReadExactAsync(_reader, clientFlagBytes, ct))
+        if (!await _connection.ReadExactAsync(clientFlagBytes, ct))
         {
             return End("client closed before sending its flags");
         }
@@ -83,7 +82,7 @@ internal sealed class NbdHandshake
         var header = new byte[NbdConstants.OptionHeaderSize];
         while (true)
         {
-            if (!await PipeReading.ReadExactAsync(_reader, header, ct))
+            if (!await _connection.ReadExactAsync(header, ct))
             {
                 return End("client closed during option haggling");
             }
@@ -104,7 +103,7 @@ internal sealed class NbdHandshake
             }
 
             var data = new byte[length];
-            if (!await PipeReading.ReadExactAsync(_reader, data, ct))
+            if (!await _connection.ReadExactAsync(data, ct))
             {
                 return End("client closed inside an option");
             }
@@ -131,7 +130,7 @@ internal sealed class NbdHandshake
                 var selected = await HandleExportNameAsync(data, ct);
                 if (selected.Export is not null)
                 {
-                    await _writer.FlushAsync(ct);
+                    await _connection.FlushAsync(ct);
                 }
 
                 return selected;
@@ -152,7 +151,7 @@ internal sealed class NbdHandshake
                 var export = await HandleInfoOrGoAsync(option, data, ct);
                 if (option == NbdOption.Go && export is not null)
                 {
-                    await _writer.FlushAsync(ct);
+                    await _connection.FlushAsync(ct);
                     return new OptionOutcome(true, export);
                 }
 
@@ -183,7 +182,7 @@ internal sealed class NbdHandshake
                 break;
         }
 
-        await _writer.FlushAsync(ct);
+        await _connection.FlushAsync(ct);
         return OptionOutcome.Continue;
     }
 
@@ -553,7 +552,7 @@ internal sealed class NbdHandshake
     {
         try
         {
-            await _writer.FlushAsync(ct);
+            await _connection.FlushAsync(ct);
         }
         catch (IOException)
         {

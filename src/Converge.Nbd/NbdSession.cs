@@ -1,4 +1,5 @@
-using System.IO.Pipelines;
+using System.Net.Sockets;
+using Converge.Nbd.Protocol;
 using Microsoft.Extensions.Logging;
 
 namespace Converge.Nbd;
@@ -7,42 +8,43 @@ namespace Converge.Nbd;
 public static class NbdSession
 {
     /// <summary>
-    /// Serves one client over <paramref name="transport"/> until it disconnects, the protocol is violated, or
-    /// <paramref name="cancellationToken"/> fires. Never throws for client or transport misbehaviour; completes
-    /// both pipes on return.
+    /// Serves one client over <paramref name="socket"/> until it disconnects, the protocol is violated, or
+    /// <paramref name="cancellationToken"/> fires (then it stops reading new requests, and the ones in flight still
+    /// finish and are answered, as NBD_CMD_DISC requires). Never throws for client or transport misbehaviour; closes
+    /// and disposes the socket on return.
     /// </summary>
     public static async Task RunAsync(
-        IDuplexPipe transport,
+        Socket socket,
         INbdExportCatalog catalog,
         NbdServerOptions options,
         ILogger logger,
         CancellationToken cancellationToken)
     {
-        ArgumentNullException.ThrowIfNull(transport);
+        ArgumentNullException.ThrowIfNull(socket);
         ArgumentNullException.ThrowIfNull(catalog);
         ArgumentNullException.ThrowIfNull(options);
         ArgumentNullException.ThrowIfNull(logger);
 
         NbdMetrics.ConnectionOpened();
+        using var connection = new NbdConnection(socket);
         try
         {
-            var export = await new NbdHandshake(transport, catalog, options, logger).RunAsync(cancellationToken);
+            var export = await new NbdHandshake(connection, catalog, options, logger).RunAsync(cancellationToken);
             if (export is null)
             {
                 return;
             }
 
             Log.ExportAttached(logger, export.ExportName, export.Size, (ushort)export.Flags, export.StructuredReplies, export.BaseAllocation);
-            await new NbdTransmission(transport, export, options, logger).RunAsync(cancellationToken);
+            await new NbdTransmission(connection, export, options, logger).RunAsync(cancellationToken);
         }
         catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
         {
             // Server shutdown.
         }
-        catch (Exception ex) when (ex is IOException or OperationCanceledException or ObjectDisposedException)
+        catch (Exception ex) when (ex is SocketException or IOException or OperationCanceledException or ObjectDisposedException)
         {
-            // Connection reset or aborted by the transport (ConnectionResetException is an IOException,
-            // ConnectionAbortedException an OperationCanceledException).
+            // Connection reset, or cut by the listener when shutdown ran out of time.
             Log.TransportError(logger, ex);
         }
         catch (Exception ex)
@@ -52,8 +54,6 @@ public static class NbdSession
         finally
         {
             NbdMetrics.ConnectionClosed();
-            await transport.Output.CompleteAsync();
-            await transport.Input.CompleteAsync();
         }
     }
 }

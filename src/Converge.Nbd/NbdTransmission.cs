@@ -1,6 +1,8 @@
 using System.Buffers;
 using System.Buffers.Binary;
-using System.IO.Pipelines;
+using System.Net.Sockets;
+using System.Runtime.CompilerServices;
+using System.Text;
 using Converge.Common;
 using Converge.Nbd.Protocol;
 using Microsoft.Extensions.Logging;
@@ -8,39 +10,60 @@ using Microsoft.Extensions.Logging;
 namespace Converge.Nbd;
 
 /// <summary>
-/// The transmission phase of one connection. A single reader loop parses requests (copying WRITE payloads into
-/// pooled buffers as they arrive) and starts each one without waiting for it; replies go through
-/// <see cref="NbdReplyWriter"/>. <see cref="InFlightLimiter"/> stops the reader when too much is outstanding.
+/// The transmission phase of one connection, on the raw socket (the design of the peer port's <c>PeerSession</c>).
+/// One reader loop parses requests straight from the connection's receive buffer (a WRITE payload is received
+/// directly into its pooled buffer) and starts each one without waiting for it. A request whose volume call completes
+/// synchronously (page-cache I/O) is answered in the reader's batch: its reply is queued, and the queue goes out in
+/// one send when the reader has parsed everything that arrived, just before it blocks on the socket again. Replies of
+/// requests that complete later are sent by the thread that completes them. <see cref="InFlightLimiter"/> stops the
+/// reader when too much is outstanding.
 /// </summary>
 internal sealed class NbdTransmission
 {
-    private readonly PipeReader _reader;
-    private readonly NbdReplyWriter _replies;
+    /// <summary>Reply payloads up to this size are copied into the send buffer with their headers; larger ones are sent from their own buffer.</summary>
+    private const int CoalesceBytes = 64 * 1024;
+
+    /// <summary>Largest reply header: a structured ERROR chunk with its message.</summary>
+    private const int MaxHeaderBytes = NbdConstants.StructuredReplyHeaderSize + 6 + NbdConstants.MaxStringLength;
+
+    private readonly NbdConnection _connection;
     private readonly NegotiatedExport _export;
     private readonly IBlockVolume _volume;
     private readonly NbdServerOptions _options;
     private readonly ILogger _logger;
     private readonly InFlightLimiter _limiter;
     private readonly CommandFlags _commonFlags;
+    private readonly bool _structured;
 
-    public NbdTransmission(IDuplexPipe transport, NegotiatedExport export, NbdServerOptions options, ILogger logger)
+    private readonly Lock _gate = new();
+    private readonly ArraySegment<byte>[] _sendPair = new ArraySegment<byte>[2];
+    private byte[]? _send;
+    private List<QueuedReply> _queued = [];
+    private List<QueuedReply> _sending = [];
+    private bool _sendRunning;
+    private bool _sendFailed;
+    private TaskCompletionSource? _senderStopped;
+
+    public NbdTransmission(NbdConnection connection, NegotiatedExport export, NbdServerOptions options, ILogger logger)
     {
-        _reader = transport.Input;
-        _replies = new NbdReplyWriter(transport.Output, export.StructuredReplies);
+        _connection = connection;
         _export = export;
         _volume = export.Volume;
         _options = options;
         _logger = logger;
+        _structured = export.StructuredReplies;
         _limiter = new InFlightLimiter(options.MaxInFlightRequests, options.MaxInFlightBytes);
         _commonFlags = Has(TransmissionFlags.SendFua) ? CommandFlags.Fua : CommandFlags.None;
     }
 
     /// <summary>
     /// Serves requests until the client disconnects (softly or not) or <paramref name="cancellationToken"/> fires,
-    /// then waits for every started request to finish so no buffer or task outlives the session.
+    /// then waits for every started request to finish and its reply to be sent, so no buffer or task outlives the
+    /// session.
     /// </summary>
     public async Task RunAsync(CancellationToken cancellationToken)
     {
+        _send = ArrayPool<byte>.Shared.Rent(CoalesceBytes + MaxHeaderBytes);
         try
         {
             await ReadLoopAsync(cancellationToken);
@@ -49,21 +72,30 @@ internal sealed class NbdTransmission
         {
             // Spec (NBD_CMD_DISC): outstanding requests MUST be handled before the connection closes.
             await _limiter.WaitIdleAsync();
+            await DrainAsync();
+            ArrayPool<byte>.Shared.Return(_send);
+            _send = null;
         }
     }
 
     private async Task ReadLoopAsync(CancellationToken cancellationToken)
     {
-        var header = new byte[NbdConstants.RequestHeaderSize];
+        var connection = _connection;
         while (true)
         {
-            if (!await PipeReading.ReadExactAsync(_reader, header, cancellationToken))
+            while (connection.Buffered < NbdConstants.RequestHeaderSize)
             {
-                LogVanished();
-                return;
+                // Everything that arrived is parsed: answer the batch before blocking on the socket.
+                await SendQueuedAsync();
+                if (await connection.ReceiveMoreAsync(NbdConstants.RequestHeaderSize, cancellationToken) == 0)
+                {
+                    LogVanished();
+                    return;
+                }
             }
 
-            var request = NbdRequest.Parse(header);
+            var request = NbdRequest.Parse(connection.Buffer.AsSpan(connection.Start, NbdConstants.RequestHeaderSize));
+            connection.Start += NbdConstants.RequestHeaderSize;
             if (request.Magic != NbdConstants.RequestMagic)
             {
                 // Framing is lost; the only safe reaction is a hard disconnect.
@@ -78,27 +110,28 @@ internal sealed class NbdTransmission
                     return;
 
                 case NbdCommand.Write when request.Length > (uint)_options.MaxRequestBytes:
-                    // The client broke the advertised maximum payload. The payload is still consumed (streamed
-                    // and discarded, never buffered) so framing survives, and the request fails with EINVAL.
+                    // The client broke the advertised maximum payload. The payload is still consumed (received
+                    // and discarded, never buffered whole) so framing survives, and the request fails with EINVAL.
                     Log.OversizedWrite(_logger, request.Length, _options.MaxRequestBytes);
-                    if (!await PipeReading.SkipAsync(_reader, request.Length, cancellationToken))
+                    await SendQueuedAsync();
+                    if (!await connection.SkipAsync(request.Length, cancellationToken))
                     {
                         LogVanished();
                         return;
                     }
 
-                    await _limiter.AcquireAsync(0, cancellationToken);
-                    _ = ExecuteAsync(request, null, _options.Time.GetTimestamp());
+                    await AcquireAsync(0, cancellationToken);
+                    Start(request, null);
                     break;
 
                 case NbdCommand.Write:
                     var length = (int)request.Length;
-                    await _limiter.AcquireAsync(length, cancellationToken);
+                    await AcquireAsync(length, cancellationToken);
                     var payload = length == 0 ? null : ArrayPool<byte>.Shared.Rent(length);
                     bool complete;
                     try
                     {
-                        complete = payload is null || await PipeReading.ReadExactAsync(_reader, payload.AsMemory(0, length), cancellationToken);
+                        complete = payload is null || await ReceivePayloadAsync(payload.AsMemory(0, length), cancellationToken);
                     }
                     catch
                     {
@@ -115,15 +148,54 @@ internal sealed class NbdTransmission
                         return;
                     }
 
-                    _ = ExecuteAsync(request, payload, _options.Time.GetTimestamp());
+                    Start(request, payload);
                     break;
 
                 default:
-                    await _limiter.AcquireAsync(AccountedBytes(request), cancellationToken);
-                    _ = ExecuteAsync(request, null, _options.Time.GetTimestamp());
+                    await AcquireAsync(AccountedBytes(request), cancellationToken);
+                    Start(request, null);
                     break;
             }
+
+            if (_queued.Count >= _options.MaxInFlightRequests)
+            {
+                // A client that pipelines without pause still gets its answers (and their buffers go back) in bounded batches.
+                await SendQueuedAsync();
+            }
         }
+    }
+
+    /// <summary>Takes an in-flight slot; when it has to wait, the queued replies go out first.</summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    private async ValueTask AcquireAsync(long bytes, CancellationToken cancellationToken)
+    {
+        var acquiring = _limiter.AcquireAsync(bytes, cancellationToken);
+        if (!acquiring.IsCompleted)
+        {
+            await SendQueuedAsync();
+        }
+
+        await acquiring;
+    }
+
+    /// <summary>The buffered part of a WRITE payload, then the rest straight from the socket into the payload's buffer.</summary>
+    private ValueTask<bool> ReceivePayloadAsync(Memory<byte> payload, CancellationToken cancellationToken)
+    {
+        var connection = _connection;
+        if (connection.Buffered >= payload.Length)
+        {
+            connection.Buffer.AsSpan(connection.Start, payload.Length).CopyTo(payload.Span);
+            connection.Start += payload.Length;
+            return new ValueTask<bool>(true);
+        }
+
+        return ReceivePayloadSlowAsync(payload, cancellationToken);
+    }
+
+    private async ValueTask<bool> ReceivePayloadSlowAsync(Memory<byte> payload, CancellationToken cancellationToken)
+    {
+        await SendQueuedAsync();
+        return await _connection.ReadExactAsync(payload, cancellationToken);
     }
 
     private long AccountedBytes(in NbdRequest request) => request.Command switch
@@ -133,61 +205,104 @@ internal sealed class NbdTransmission
         _ => 0,
     };
 
-    /// <summary>Runs one request to completion, replies, and releases everything it holds. Never throws.</summary>
-    private async Task ExecuteAsync(NbdRequest request, byte[]? payload, long startTimestamp)
+    /// <summary>Starts one request; answered in the reader's batch when it completes at once, else by its completing thread.</summary>
+    private void Start(NbdRequest request, byte[]? payload)
     {
-        var accounted = AccountedBytes(request);
-        var error = NbdError.None;
-        long bytes = 0;
+        var startTimestamp = _options.Time.GetTimestamp();
+        var executing = ExecuteAsync(request, payload);
+        if (executing.IsCompletedSuccessfully)
+        {
+            Finish(request, payload, executing.Result, startTimestamp, send: false);
+            return;
+        }
+
+        _ = CompleteAsync(request, payload, executing, startTimestamp);
+    }
+
+    private async Task CompleteAsync(NbdRequest request, byte[]? payload, ValueTask<Outcome> executing, long startTimestamp)
+    {
+        Outcome outcome;
         try
         {
-            string? message;
-            (error, message) = Validate(request);
-            if (error != NbdError.None)
-            {
-                Log.RequestRejected(_logger, NbdMetrics.OpName(request.Command), request.Offset, request.Length, NbdMetrics.ErrorName(error), message!);
-                await _replies.SendErrorAsync(request.Handle, error, message!);
-                return;
-            }
-
-            try
-            {
-                bytes = await PerformAsync(request, payload);
-            }
-            catch (VolumeException ex)
-            {
-                error = Map(ex.Error, request.Command);
-                Log.VolumeFailed(_logger, NbdMetrics.OpName(request.Command), request.Offset, request.Length, NbdMetrics.ErrorName(error), ex.Message);
-                await _replies.SendErrorAsync(request.Handle, error, ex.Message);
-            }
-            catch (OperationCanceledException ex)
-            {
-                error = NbdError.ESHUTDOWN;
-                Log.VolumeFailed(_logger, NbdMetrics.OpName(request.Command), request.Offset, request.Length, NbdMetrics.ErrorName(error), ex.Message);
-                await _replies.SendErrorAsync(request.Handle, error, "the server is shutting down");
-            }
-            catch (Exception ex) when (ex is not IOException)
-            {
-                error = NbdError.EIO;
-                Log.VolumeBug(_logger, ex, NbdMetrics.OpName(request.Command), request.Offset, request.Length);
-                await _replies.SendErrorAsync(request.Handle, error, "internal server error");
-            }
+            outcome = await executing;
         }
+#pragma warning disable CA1031 // ExecuteAsync catches everything itself; this is a last line so the slot is always released.
         catch (Exception ex)
+#pragma warning restore CA1031
         {
-            // Sending the reply failed: the connection is gone. The reader loop will notice on its own.
-            Log.ReplyFailed(_logger, ex, NbdMetrics.OpName(request.Command));
+            Log.VolumeBug(_logger, ex, NbdMetrics.OpName(request.Command), request.Offset, request.Length);
+            outcome = Outcome.Error(ErrorReply(request.Handle, NbdError.EIO, "internal server error"));
         }
-        finally
+
+        Finish(request, payload, outcome, startTimestamp, send: true);
+    }
+
+    /// <summary>Queues the reply (handing its buffer to the send queue), then releases everything the request holds.</summary>
+    private void Finish(NbdRequest request, byte[]? payload, Outcome outcome, long startTimestamp, bool send)
+    {
+        Return(payload);
+        var reply = outcome.Reply;
+        lock (_gate)
         {
-            Return(payload);
-            _limiter.Release(accounted);
-            NbdMetrics.RequestCompleted(request.Command, bytes, error, _options.Time.GetElapsedTime(startTimestamp));
+            if (!_sendFailed)
+            {
+                _queued.Add(reply);
+                reply = default;
+            }
+        }
+
+        if (reply.Payload is not null)
+        {
+            // The connection is gone; the reply is dropped.
+            ArrayPool<byte>.Shared.Return(reply.Payload);
+        }
+
+        _limiter.Release(AccountedBytes(request));
+        NbdMetrics.RequestCompleted(request.Command, outcome.Bytes, outcome.Reply.Error, _options.Time.GetElapsedTime(startTimestamp));
+        if (send)
+        {
+            _ = SendQueuedAsync();
         }
     }
 
-    /// <summary>Does the work and sends the success reply; returns the bytes moved for metrics.</summary>
-    private async ValueTask<long> PerformAsync(NbdRequest request, byte[]? payload)
+    /// <summary>Validates and performs one request, and builds its reply (not sent here). Never throws.</summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
+    private async ValueTask<Outcome> ExecuteAsync(NbdRequest request, byte[]? payload)
+    {
+        var (error, message) = Validate(request);
+        if (error != NbdError.None)
+        {
+            Log.RequestRejected(_logger, NbdMetrics.OpName(request.Command), request.Offset, request.Length, NbdMetrics.ErrorName(error), message!);
+            return Outcome.Error(ErrorReply(request.Handle, error, message!));
+        }
+
+        try
+        {
+            return await PerformAsync(request, payload);
+        }
+        catch (VolumeException ex)
+        {
+            error = Map(ex.Error, request.Command);
+            Log.VolumeFailed(_logger, NbdMetrics.OpName(request.Command), request.Offset, request.Length, NbdMetrics.ErrorName(error), ex.Message);
+            return Outcome.Error(ErrorReply(request.Handle, error, ex.Message));
+        }
+        catch (OperationCanceledException ex)
+        {
+            error = NbdError.ESHUTDOWN;
+            Log.VolumeFailed(_logger, NbdMetrics.OpName(request.Command), request.Offset, request.Length, NbdMetrics.ErrorName(error), ex.Message);
+            return Outcome.Error(ErrorReply(request.Handle, error, "the server is shutting down"));
+        }
+#pragma warning disable CA1031 // A bug in one request becomes EIO for that request, not the end of the connection.
+        catch (Exception ex)
+#pragma warning restore CA1031
+        {
+            Log.VolumeBug(_logger, ex, NbdMetrics.OpName(request.Command), request.Offset, request.Length);
+            return Outcome.Error(ErrorReply(request.Handle, NbdError.EIO, "internal server error"));
+        }
+    }
+
+    /// <summary>Does the work; returns the success reply and the bytes moved for metrics.</summary>
+    private async ValueTask<Outcome> PerformAsync(NbdRequest request, byte[]? payload)
     {
         var offset = (long)request.Offset;
         var length = (int)Math.Min(request.Length, int.MaxValue);
@@ -197,31 +312,29 @@ internal sealed class NbdTransmission
                 var buffer = ArrayPool<byte>.Shared.Rent(length);
                 try
                 {
-                    var memory = buffer.AsMemory(0, length);
-                    await _volume.ReadAsync(offset, memory, CancellationToken.None);
-                    await _replies.SendReadDataAsync(request.Handle, request.Offset, memory);
+                    await _volume.ReadAsync(offset, buffer.AsMemory(0, length), CancellationToken.None);
                 }
-                finally
+                catch
                 {
                     ArrayPool<byte>.Shared.Return(buffer);
+                    throw;
                 }
 
-                return length;
+                // The buffer goes to the send queue with the reply.
+                var kind = _structured ? ReplyKind.OffsetData : ReplyKind.SimpleData;
+                return new Outcome(new QueuedReply(request.Handle, kind, NbdError.None, request.Offset, buffer, length, null), length);
 
             case NbdCommand.Write:
                 await _volume.WriteAsync(offset, payload.AsMemory(0, length), WriteFlagsOf(request.Flags), CancellationToken.None);
-                await _replies.SendOkAsync(request.Handle);
-                return length;
+                return Outcome.Ok(request.Handle, length);
 
             case NbdCommand.Flush:
                 await _volume.FlushAsync(CancellationToken.None);
-                await _replies.SendOkAsync(request.Handle);
-                return 0;
+                return Outcome.Ok(request.Handle, 0);
 
             case NbdCommand.Trim:
                 await _volume.TrimAsync(offset, request.Length, WriteFlagsOf(request.Flags), CancellationToken.None);
-                await _replies.SendOkAsync(request.Handle);
-                return request.Length;
+                return Outcome.Ok(request.Handle, request.Length);
 
             case NbdCommand.WriteZeroes:
                 var zeroFlags = ZeroFlags.None;
@@ -241,24 +354,21 @@ internal sealed class NbdTransmission
                 }
 
                 await _volume.WriteZeroesAsync(offset, request.Length, zeroFlags, CancellationToken.None);
-                await _replies.SendOkAsync(request.Handle);
-                return request.Length;
+                return Outcome.Ok(request.Handle, request.Length);
 
             case NbdCommand.Cache:
                 // A hint; validated above, nothing to do (the volume has no read-ahead cache to warm).
-                await _replies.SendOkAsync(request.Handle);
-                return 0;
+                return Outcome.Ok(request.Handle, 0);
 
             case NbdCommand.BlockStatus:
-                await BlockStatusAsync(request);
-                return 0;
+                return new Outcome(await BlockStatusAsync(request), 0);
 
             default:
                 throw new InvalidOperationException($"unvalidated command {request.Command}");
         }
     }
 
-    private async ValueTask BlockStatusAsync(NbdRequest request)
+    private async ValueTask<QueuedReply> BlockStatusAsync(NbdRequest request)
     {
         var extents = await _volume.GetAllocationAsync((long)request.Offset, request.Length, CancellationToken.None);
         var reqOne = (request.Flags & CommandFlags.ReqOne) != 0;
@@ -315,11 +425,13 @@ internal sealed class NbdTransmission
                 count = 1;
             }
 
-            await _replies.SendBlockStatusAsync(request.Handle, buffer.AsMemory(0, 4 + (8 * count)));
+            // The buffer goes to the send queue with the reply.
+            return new QueuedReply(request.Handle, ReplyKind.BlockStatus, NbdError.None, 0, buffer, 4 + (8 * count), null);
         }
-        finally
+        catch
         {
             ArrayPool<byte>.Shared.Return(buffer);
+            throw;
         }
     }
 
@@ -463,5 +575,254 @@ internal sealed class NbdTransmission
     private void LogVanished()
     {
         Log.ClientVanished(_logger, _limiter.Count);
+    }
+
+    private QueuedReply ErrorReply(ulong handle, NbdError error, string message) =>
+        new(handle, _structured ? ReplyKind.Error : ReplyKind.Simple, error, 0, null, 0, message);
+
+    /// <summary>
+    /// Waits until no send is running and nothing is queued; the session closes the socket only after this, so a reply
+    /// being sent by a completing thread is not cut off.
+    /// </summary>
+    private async Task DrainAsync()
+    {
+        while (true)
+        {
+            Task stopped;
+            lock (_gate)
+            {
+                if (!_sendRunning)
+                {
+                    if (_queued.Count == 0)
+                    {
+                        return;
+                    }
+
+                    stopped = Task.CompletedTask;
+                }
+                else
+                {
+                    _senderStopped ??= new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+                    stopped = _senderStopped.Task;
+                }
+            }
+
+            await stopped;
+            await SendQueuedAsync();
+        }
+    }
+
+    /// <summary>
+    /// Sends every queued reply; one sender at a time, and a caller that finds a send running leaves its replies to it
+    /// (the running sender looks again before it stops). Never throws: a failed send closes the connection's sending
+    /// side, and later replies are dropped (the reader notices the dead connection on its own).
+    /// </summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    private async ValueTask SendQueuedAsync()
+    {
+        List<QueuedReply> batch;
+        lock (_gate)
+        {
+            if (_sendRunning || _queued.Count == 0)
+            {
+                return;
+            }
+
+            _sendRunning = true;
+            batch = _queued;
+            _queued = _sending;
+            _sending = batch;
+        }
+
+        while (true)
+        {
+            var failed = false;
+            try
+            {
+                await SendBatchAsync(batch);
+            }
+            catch (Exception ex) when (ex is SocketException or ObjectDisposedException)
+            {
+                Log.ReplyFailed(_logger, ex, "reply batch");
+                failed = true;
+            }
+
+            foreach (var queued in batch)
+            {
+                if (queued.Payload is not null)
+                {
+                    ArrayPool<byte>.Shared.Return(queued.Payload);
+                }
+            }
+
+            batch.Clear();
+            TaskCompletionSource? stopped;
+            lock (_gate)
+            {
+                if (failed)
+                {
+                    _sendFailed = true;
+                    foreach (var queued in _queued)
+                    {
+                        if (queued.Payload is not null)
+                        {
+                            ArrayPool<byte>.Shared.Return(queued.Payload);
+                        }
+                    }
+
+                    _queued.Clear();
+                }
+
+                if (_queued.Count != 0)
+                {
+                    batch = _queued;
+                    _queued = _sending;
+                    _sending = batch;
+                    continue;
+                }
+
+                _sendRunning = false;
+                stopped = _senderStopped;
+                _senderStopped = null;
+            }
+
+            if (failed)
+            {
+                // Wake the reader: the connection is unusable.
+                _connection.Shutdown();
+            }
+
+            stopped?.TrySetResult();
+            return;
+        }
+    }
+
+    /// <summary>
+    /// Headers and small payloads are coalesced into the send buffer; a large payload goes out behind the coalesced
+    /// bytes in the same send (a two-buffer gather), straight from its own buffer.
+    /// </summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    private async ValueTask SendBatchAsync(List<QueuedReply> batch)
+    {
+        var send = _send!;
+        var used = 0;
+        foreach (var reply in batch)
+        {
+            var data = reply.Kind is ReplyKind.SimpleData or ReplyKind.OffsetData or ReplyKind.BlockStatus ? reply.Length : 0;
+            var inline = data <= CoalesceBytes;
+            if (used + MaxHeaderBytes + (inline ? data : 0) > send.Length)
+            {
+                await _connection.SendAllAsync(send.AsMemory(0, used), CancellationToken.None);
+                used = 0;
+            }
+
+            used += WriteHeader(reply, send.AsSpan(used));
+            if (inline)
+            {
+                reply.Payload.AsSpan(0, data).CopyTo(send.AsSpan(used));
+                used += data;
+                continue;
+            }
+
+            _sendPair[0] = new ArraySegment<byte>(send, 0, used);
+            _sendPair[1] = new ArraySegment<byte>(reply.Payload!, 0, data);
+            var sent = await _connection.Socket.SendAsync(_sendPair, SocketFlags.None);
+            if (sent < used + data)
+            {
+                // A short gather send: finish it piece by piece.
+                if (sent < used)
+                {
+                    await _connection.SendAllAsync(send.AsMemory(sent, used - sent), CancellationToken.None);
+                    sent = used;
+                }
+
+                await _connection.SendAllAsync(reply.Payload.AsMemory(sent - used, data - (sent - used)), CancellationToken.None);
+            }
+
+            _sendPair[0] = _sendPair[1] = default;
+            used = 0;
+        }
+
+        if (used > 0)
+        {
+            await _connection.SendAllAsync(send.AsMemory(0, used), CancellationToken.None);
+        }
+    }
+
+    /// <summary>Writes the reply's header (and an error's message) into <paramref name="span"/>; returns its length.</summary>
+    private static int WriteHeader(in QueuedReply reply, Span<byte> span)
+    {
+        switch (reply.Kind)
+        {
+            case ReplyKind.Simple:
+            case ReplyKind.SimpleData:
+                BinaryPrimitives.WriteUInt32BigEndian(span, NbdConstants.SimpleReplyMagic);
+                BinaryPrimitives.WriteUInt32BigEndian(span[4..], (uint)reply.Error);
+                BinaryPrimitives.WriteUInt64BigEndian(span[8..], reply.Handle);
+                return NbdConstants.SimpleReplyHeaderSize;
+
+            case ReplyKind.OffsetData:
+                WriteChunkHeader(span, ReplyFlags.Done, ReplyType.OffsetData, reply.Handle, (uint)(8 + reply.Length));
+                BinaryPrimitives.WriteUInt64BigEndian(span[NbdConstants.StructuredReplyHeaderSize..], reply.Offset);
+                return NbdConstants.StructuredReplyHeaderSize + 8;
+
+            case ReplyKind.BlockStatus:
+                WriteChunkHeader(span, ReplyFlags.Done, ReplyType.BlockStatus, reply.Handle, (uint)reply.Length);
+                return NbdConstants.StructuredReplyHeaderSize;
+
+            default:
+                var message = reply.Message ?? "";
+                var maxMessage = Math.Min(Encoding.UTF8.GetMaxByteCount(message.Length), NbdConstants.MaxStringLength);
+                var messageLength = EncodeTruncated(message, span.Slice(NbdConstants.StructuredReplyHeaderSize + 6, maxMessage));
+                WriteChunkHeader(span, ReplyFlags.Done, ReplyType.Error, reply.Handle, (uint)(6 + messageLength));
+                BinaryPrimitives.WriteUInt32BigEndian(span[NbdConstants.StructuredReplyHeaderSize..], (uint)reply.Error);
+                BinaryPrimitives.WriteUInt16BigEndian(span[(NbdConstants.StructuredReplyHeaderSize + 4)..], (ushort)messageLength);
+                return NbdConstants.StructuredReplyHeaderSize + 6 + messageLength;
+        }
+    }
+
+    private static void WriteChunkHeader(Span<byte> span, ReplyFlags flags, ReplyType type, ulong handle, uint length)
+    {
+        BinaryPrimitives.WriteUInt32BigEndian(span, NbdConstants.StructuredReplyMagic);
+        BinaryPrimitives.WriteUInt16BigEndian(span[4..], (ushort)flags);
+        BinaryPrimitives.WriteUInt16BigEndian(span[6..], (ushort)type);
+        BinaryPrimitives.WriteUInt64BigEndian(span[8..], handle);
+        BinaryPrimitives.WriteUInt32BigEndian(span[16..], length);
+    }
+
+    private static int EncodeTruncated(string message, Span<byte> destination)
+    {
+        var encoder = Encoding.UTF8.GetEncoder();
+        encoder.Convert(message, destination, flush: true, out _, out var bytesUsed, out _);
+        return bytesUsed;
+    }
+
+    private enum ReplyKind : byte
+    {
+        /// <summary>Simple reply without payload: success of a non-read command (allowed even with structured replies), or an error without structured replies.</summary>
+        Simple,
+
+        /// <summary>Simple reply followed by READ data.</summary>
+        SimpleData,
+
+        /// <summary>Structured <c>OFFSET_DATA</c> chunk flagged done.</summary>
+        OffsetData,
+
+        /// <summary>Structured <c>BLOCK_STATUS</c> chunk flagged done; the payload is the context id and descriptors.</summary>
+        BlockStatus,
+
+        /// <summary>Structured <c>ERROR</c> chunk flagged done, carrying <see cref="QueuedReply.Message"/>.</summary>
+        Error,
+    }
+
+    /// <summary>A reply waiting to be sent; owns <see cref="Payload"/> (pooled) until it has gone out.</summary>
+    private readonly record struct QueuedReply(ulong Handle, ReplyKind Kind, NbdError Error, ulong Offset, byte[]? Payload, int Length, string? Message);
+
+    /// <summary>What a request produced: its reply, and the bytes it moved (for metrics).</summary>
+    private readonly record struct Outcome(QueuedReply Reply, long Bytes)
+    {
+        public static Outcome Ok(ulong handle, long bytes) => new(new QueuedReply(handle, ReplyKind.Simple, NbdError.None, 0, null, 0, null), bytes);
+
+        public static Outcome Error(QueuedReply reply) => new(reply, 0);
     }
 }

@@ -1,19 +1,13 @@
 using System.Diagnostics;
 using System.Net;
-using Microsoft.AspNetCore.Builder;
-using Microsoft.AspNetCore.Connections;
-using Microsoft.AspNetCore.Hosting;
-using Microsoft.AspNetCore.Hosting.Server;
-using Microsoft.AspNetCore.Hosting.Server.Features;
-using Microsoft.Extensions.DependencyInjection;
-using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
 
 namespace Converge.Nbd.Tests;
 
-/// <summary>An in-process Kestrel server on 127.0.0.1:0 hosting <see cref="NbdConnectionHandler"/>, shared per test class.</summary>
+/// <summary>An in-process <see cref="NbdListener"/> on 127.0.0.1:0, shared per test class.</summary>
 public sealed class NbdTestServer : IAsyncLifetime
 {
-    private WebApplication? _app;
+    private NbdListener? _listener;
 
     internal TestCatalog Catalog { get; } = new();
 
@@ -23,24 +17,16 @@ public sealed class NbdTestServer : IAsyncLifetime
 
     public async Task InitializeAsync()
     {
-        var builder = WebApplication.CreateSlimBuilder();
-        builder.Logging.ClearProviders();
-        builder.Logging.SetMinimumLevel(LogLevel.Warning);
-        builder.Services.AddSingleton<INbdExportCatalog>(Catalog);
-        builder.Services.AddSingleton(new NbdServerOptions());
-        builder.WebHost.ConfigureKestrel(k => k.Listen(IPAddress.Loopback, 0, l => l.UseConnectionHandler<NbdConnectionHandler>()));
-        _app = builder.Build();
-        await _app.StartAsync();
-        var address = _app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
-        Port = new System.Uri(address).Port;
+        _listener = new NbdListener(new IPEndPoint(IPAddress.Loopback, 0), Catalog, new NbdServerOptions(), NullLogger<NbdListener>.Instance);
+        await _listener.StartAsync(CancellationToken.None);
+        Port = ((IPEndPoint)_listener.LocalEndPoint).Port;
     }
 
     public async Task DisposeAsync()
     {
-        if (_app is not null)
+        if (_listener is not null)
         {
-            await _app.StopAsync();
-            await _app.DisposeAsync();
+            await _listener.DisposeAsync();
         }
     }
 }

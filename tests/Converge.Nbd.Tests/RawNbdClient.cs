@@ -1,5 +1,4 @@
 using System.Buffers.Binary;
-using System.IO.Pipelines;
 using System.Net;
 using System.Net.Sockets;
 using System.Text;
@@ -32,14 +31,18 @@ internal sealed class RawNbdClient : IAsyncDisposable
         return new RawNbdClient(new NetworkStream(socket, ownsSocket: true));
     }
 
-    /// <summary>Connects to an in-process session over a pair of pipes; returns the client and the server's transport.</summary>
-    public static (RawNbdClient Client, IDuplexPipe ServerTransport) InMemory()
+    /// <summary>A connected loopback socket pair for an in-process session; returns the client and the server's socket.</summary>
+    public static async Task<(RawNbdClient Client, Socket ServerSocket)> LoopbackAsync()
     {
-        var toServer = new Pipe();
-        var toClient = new Pipe();
-        var serverTransport = new DuplexPipe(toServer.Reader, toClient.Writer);
-        var clientStream = new DuplexStream(toClient.Reader.AsStream(), toServer.Writer.AsStream());
-        return (new RawNbdClient(clientStream), serverTransport);
+        using var listener = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        listener.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+        listener.Listen(1);
+        var client = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
+        var accepting = listener.AcceptAsync();
+        await client.ConnectAsync(listener.LocalEndPoint!);
+        var server = await accepting;
+        server.NoDelay = true;
+        return (new RawNbdClient(new NetworkStream(client, ownsSocket: true)), server);
     }
 
     public Stream Stream => _stream;
@@ -251,56 +254,5 @@ internal sealed class RawNbdClient : IAsyncDisposable
     public readonly record struct Reply(bool Structured, ulong Handle, uint Error, ushort Flags, ushort Type, byte[] Payload)
     {
         public bool Done => (Flags & 1) != 0;
-    }
-
-    private sealed class DuplexPipe(PipeReader input, PipeWriter output) : IDuplexPipe
-    {
-        public PipeReader Input { get; } = input;
-
-        public PipeWriter Output { get; } = output;
-    }
-
-    private sealed class DuplexStream(Stream read, Stream write) : Stream
-    {
-        public override bool CanRead => true;
-
-        public override bool CanSeek => false;
-
-        public override bool CanWrite => true;
-
-        public override long Length => throw new NotSupportedException();
-
-        public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
-
-        public override void Flush() => write.Flush();
-
-        public override Task FlushAsync(CancellationToken cancellationToken) => write.FlushAsync(cancellationToken);
-
-        public override int Read(byte[] buffer, int offset, int count) => read.Read(buffer, offset, count);
-
-        public override ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken cancellationToken = default) => read.ReadAsync(buffer, cancellationToken);
-
-        public override Task<int> ReadAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) => read.ReadAsync(buffer, offset, count, cancellationToken);
-
-        public override void Write(byte[] buffer, int offset, int count) => write.Write(buffer, offset, count);
-
-        public override ValueTask WriteAsync(ReadOnlyMemory<byte> buffer, CancellationToken cancellationToken = default) => write.WriteAsync(buffer, cancellationToken);
-
-        public override Task WriteAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) => write.WriteAsync(buffer, offset, count, cancellationToken);
-
-        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
-
-        public override void SetLength(long value) => throw new NotSupportedException();
-
-        protected override void Dispose(bool disposing)
-        {
-            if (disposing)
-            {
-                write.Dispose();
-                read.Dispose();
-            }
-
-            base.Dispose(disposing);
-        }
     }
 }

@@ -5,7 +5,7 @@ using Microsoft.Extensions.Logging.Abstractions;
 
 namespace Converge.Nbd.Tests;
 
-/// <summary>Protocol tests over in-memory pipes against <see cref="NbdSession.RunAsync"/> directly.</summary>
+/// <summary>Protocol tests over a loopback socket pair against <see cref="NbdSession.RunAsync"/> directly.</summary>
 public sealed class SessionCodecTests : IDisposable
 {
     private static readonly TimeSpan Deadline = TimeSpan.FromSeconds(10);
@@ -27,10 +27,10 @@ public sealed class SessionCodecTests : IDisposable
         return v;
     }
 
-    private (RawNbdClient Client, Task Server) Start(NbdServerOptions? options = null)
+    private async Task<(RawNbdClient Client, Task Server)> StartAsync(NbdServerOptions? options = null)
     {
-        var (client, transport) = RawNbdClient.InMemory();
-        var server = NbdSession.RunAsync(transport, _catalog, options ?? new NbdServerOptions(), NullLogger.Instance, CancellationToken.None);
+        var (client, socket) = await RawNbdClient.LoopbackAsync();
+        var server = NbdSession.RunAsync(socket, _catalog, options ?? new NbdServerOptions(), NullLogger.Instance, CancellationToken.None);
         return (client, server);
     }
 
@@ -38,7 +38,7 @@ public sealed class SessionCodecTests : IDisposable
     public async Task Greeting_advertises_fixed_newstyle_and_no_zeroes()
     {
         AddVolume("a");
-        var (client, server) = Start();
+        var (client, server) = await StartAsync();
         await using (client)
         {
             Assert.Equal(3, await client.ReadGreetingAsync());
@@ -51,7 +51,7 @@ public sealed class SessionCodecTests : IDisposable
     public async Task Unknown_client_flags_close_the_connection()
     {
         AddVolume("a");
-        var (client, server) = Start();
+        var (client, server) = await StartAsync();
         await using (client)
         {
             await client.ReadGreetingAsync();
@@ -67,7 +67,7 @@ public sealed class SessionCodecTests : IDisposable
     {
         AddVolume("one", description: "first disk");
         AddVolume("two");
-        var (client, server) = Start();
+        var (client, server) = await StartAsync();
         await using (client)
         {
             await client.ReadGreetingAsync();
@@ -97,7 +97,7 @@ public sealed class SessionCodecTests : IDisposable
     public async Task Info_reports_export_name_description_and_block_size()
     {
         AddVolume("disk", 8 << 20, description: "the disk");
-        var (client, server) = Start();
+        var (client, server) = await StartAsync();
         await using (client)
         {
             await client.ReadGreetingAsync();
@@ -131,7 +131,7 @@ public sealed class SessionCodecTests : IDisposable
     public async Task Export_name_replies_with_size_flags_and_zeroes_unless_no_zeroes(uint clientFlags, int expectedLength)
     {
         AddVolume("disk", 1 << 20, VolumeCapabilities.ReadOnly);
-        var (client, server) = Start();
+        var (client, server) = await StartAsync();
         await using (client)
         {
             await client.ReadGreetingAsync();
@@ -158,7 +158,7 @@ public sealed class SessionCodecTests : IDisposable
     public async Task Export_name_for_unknown_export_closes_the_connection()
     {
         AddVolume("disk");
-        var (client, server) = Start();
+        var (client, server) = await StartAsync();
         await using (client)
         {
             await client.ReadGreetingAsync();
@@ -174,7 +174,7 @@ public sealed class SessionCodecTests : IDisposable
     public async Task Meta_context_rules()
     {
         AddVolume("disk");
-        var (client, server) = Start();
+        var (client, server) = await StartAsync();
         await using (client)
         {
             await client.ReadGreetingAsync();
@@ -222,7 +222,7 @@ public sealed class SessionCodecTests : IDisposable
     public async Task Block_status_without_meta_context_is_einval()
     {
         AddVolume("disk");
-        var (client, server) = Start();
+        var (client, server) = await StartAsync();
         await using (client)
         {
             await client.HandshakeAsync("disk", structured: true, baseAllocation: false);
@@ -239,7 +239,7 @@ public sealed class SessionCodecTests : IDisposable
     public async Task Structured_transmission_validation_and_error_mapping()
     {
         var volume = AddVolume("disk", 1 << 20);
-        var (client, server) = Start();
+        var (client, server) = await StartAsync();
         await using (client)
         {
             var (size, flags) = await client.HandshakeAsync("disk");
@@ -304,7 +304,7 @@ public sealed class SessionCodecTests : IDisposable
         var volume = AddVolume("disk");
         var gate = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         volume.WriteGate = gate.Task;
-        var (client, server) = Start();
+        var (client, server) = await StartAsync();
         await using (client)
         {
             await client.HandshakeAsync("disk", structured: false);
@@ -328,7 +328,7 @@ public sealed class SessionCodecTests : IDisposable
     public async Task Handshake_timeout_drops_a_silent_client()
     {
         AddVolume("disk");
-        var (client, server) = Start(new NbdServerOptions { HandshakeTimeout = TimeSpan.FromMilliseconds(200) });
+        var (client, server) = await StartAsync(new NbdServerOptions { HandshakeTimeout = TimeSpan.FromMilliseconds(200) });
         await using (client)
         {
             await client.ReadGreetingAsync();
@@ -342,7 +342,7 @@ public sealed class SessionCodecTests : IDisposable
     public async Task Payload_split_across_many_small_segments_is_reassembled()
     {
         AddVolume("disk");
-        var (client, server) = Start();
+        var (client, server) = await StartAsync();
         await using (client)
         {
             await client.HandshakeAsync("disk", structured: false);
