@@ -1,5 +1,4 @@
 using System.Buffers;
-using System.Collections.Concurrent;
 using System.Net;
 using System.Net.Sockets;
 using Converge.Common;
@@ -26,109 +25,16 @@ public interface IPeerRequestHandler
 }
 
 /// <summary>
-/// The peer data port: its own accept loop and one <see cref="PeerSession"/> per connection on the raw socket.
-/// Not hosted in Kestrel: Kestrel's socket transport receives into 4 KiB pool blocks and hops between its I/O queue
-/// and the thread pool on every receive and send, which made a 1 MiB write cost ~1 ms of server CPU and every round
-/// trip two extra thread hops. Stopping ends every session's reading; requests already running still finish and
-/// are answered.
+/// The peer data port: one <see cref="PeerSession"/> per connection on the raw socket (<see cref="SocketListener"/>;
+/// not Kestrel, which made a 1 MiB write cost ~1 ms of server CPU and every round trip two extra thread hops).
+/// Stopping ends every session's reading; requests already running still finish and are answered.
 /// </summary>
-public sealed class PeerListener(EndPoint endPoint, IPeerRequestHandler handler, ILogger<PeerListener> logger) : IHostedService, IAsyncDisposable
+public sealed class PeerListener(EndPoint endPoint, IPeerRequestHandler handler, ILogger<PeerListener> logger)
+    : SocketListener(endPoint, "peers"), IHostedService
 {
-    private readonly CancellationTokenSource _stop = new();
-    private readonly ConcurrentDictionary<PeerSession, Task> _sessions = new();
-    private Socket? _socket;
-    private Task _acceptLoop = Task.CompletedTask;
+    protected override void OnAcceptFailed(SocketException exception) => Log.PeerConnectionFailed(logger, exception.Message);
 
-    /// <summary>The bound address (with the actual port when <c>endPoint</c> asked for port 0).</summary>
-    public EndPoint LocalEndPoint => _socket?.LocalEndPoint ?? endPoint;
-
-    /// <exception cref="IOException">The port cannot be bound.</exception>
-    public Task StartAsync(CancellationToken cancellationToken)
-    {
-        var socket = new Socket(endPoint.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
-        try
-        {
-            socket.SetSocketOption(SocketOptionLevel.Socket, SocketOptionName.ReuseAddress, true);
-            socket.Bind(endPoint);
-            socket.Listen(512);
-        }
-        catch (SocketException e)
-        {
-            socket.Dispose();
-            throw new IOException($"cannot listen for peers on {endPoint}: {e.Message}", e);
-        }
-
-        _socket = socket;
-        _acceptLoop = Task.Run(AcceptLoopAsync, CancellationToken.None);
-        return Task.CompletedTask;
-    }
-
-    public async Task StopAsync(CancellationToken cancellationToken)
-    {
-        if (_stop.IsCancellationRequested)
-        {
-            return;
-        }
-
-        await _stop.CancelAsync();
-        _socket?.Dispose();
-        await _acceptLoop.ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
-        try
-        {
-            await Task.WhenAll(_sessions.Values).WaitAsync(cancellationToken);
-        }
-        catch (OperationCanceledException)
-        {
-            // Out of time: cut the connections that are still answering.
-            foreach (var session in _sessions.Keys)
-            {
-                session.Abort();
-            }
-
-            await Task.WhenAll(_sessions.Values).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
-        }
-    }
-
-    public async ValueTask DisposeAsync()
-    {
-        await StopAsync(CancellationToken.None);
-        _stop.Dispose();
-    }
-
-    private async Task AcceptLoopAsync()
-    {
-        while (!_stop.IsCancellationRequested)
-        {
-            Socket connection;
-            try
-            {
-                connection = await _socket!.AcceptAsync(_stop.Token);
-            }
-            catch (Exception e) when (e is OperationCanceledException or ObjectDisposedException)
-            {
-                return;
-            }
-            catch (SocketException e)
-            {
-                Log.PeerConnectionFailed(logger, e.Message);
-                continue;
-            }
-
-            connection.NoDelay = true;
-            var session = new PeerSession(connection, handler, logger);
-            _sessions[session] = Task.Run(async () =>
-            {
-                try
-                {
-                    await session.RunAsync(_stop.Token);
-                }
-                finally
-                {
-                    _sessions.TryRemove(session, out _);
-                }
-            });
-        }
-    }
+    protected override Task ServeAsync(Socket connection) => new PeerSession(connection, handler, logger).RunAsync(Stopping);
 }
 
 /// <summary>
