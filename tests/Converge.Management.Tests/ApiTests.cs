@@ -302,10 +302,16 @@ public sealed class ApiTests(ApiClusterFixture fixture) : IClassFixture<ApiClust
         Assert.Equal(3, Metric(text, "converge_components{state=\"active\"}"));
 
         // The same I/O in the per-second samples, merged by the cluster endpoint (asked on h1).
-        // Samples cover complete seconds only: wait for the second of the I/O to close.
+        // Samples cover complete seconds only: wait for the seconds of both the write and the
+        // read (which may fall in the next second) to close.
         await TestCluster.Eventually(
-            async () => (await H1.Api.GetPerfAsync(60)).VirtualDisks.Any(v => v.Name == "alpha" && v.Samples.Sum(x => x.WriteBytesPerSecond) >= 1 << 20),
-            "alpha's write bytes in the per-second samples",
+            async () =>
+            {
+                var sampled = await H1.Api.GetPerfAsync(60);
+                return sampled.VirtualDisks.Any(v => v.Name == "alpha" && v.Samples.Sum(x => x.WriteBytesPerSecond) >= 1 << 20)
+                    && sampled.Hosts.Any(h => h.Name == "h2" && h.Samples.Sum(x => x.ReadBytesPerSecond) >= 1 << 20);
+            },
+            "alpha's write bytes and h2's read bytes in the per-second samples",
             TimeSpan.FromSeconds(10));
         var perf = await H1.Api.GetPerfAsync(60);
         var alpha = Assert.Single(perf.VirtualDisks, v => v.Name == "alpha");
