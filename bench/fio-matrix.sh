@@ -5,6 +5,7 @@
 #   RUNS=5 RUNTIME=20 SIZE=2G bench/fio-matrix.sh
 #   JOBS='write-1m|qd1' RUNS=1 bench/fio-matrix.sh   # only some jobs
 #   HOSTS=3 bench/fio-matrix.sh                      # an FTT=1 virtual disk on a local 3-host cluster
+#   HOSTS=3 ENTRY=witness bench/fio-matrix.sh        # ... with fio on the host that holds no data replica
 #
 # Needs: the .NET SDK (builds Release if the binary is missing), fio, nbdkit, python3.
 # Everything lives in one temp dir (removed at exit); every process is stopped by PID.
@@ -18,6 +19,10 @@ DISK_SIZE="${DISK_SIZE:-8GiB}"
 OUT="${OUT:-}"                # optional: directory to keep the fio JSON files
 HOSTS="${HOSTS:-1}"           # 1: one standalone host; N > 1: a local N-host cluster ('converge up')
 POLICY="${POLICY:-default}"   # cluster mode: the virtual disk's policy (default = FTT=1, RAID-1)
+# Cluster mode: the host fio connects to (it becomes the coordinator). 'data': a host holding a data replica of the
+# virtual disk (the VM runs beside its data); 'witness': a host without one (every I/O is remote); or a host name.
+# Placement is random per cluster, so without this the 1 MiB figures swing with where the data landed.
+ENTRY="${ENTRY:-data}"
 
 for tool in fio nbdkit python3; do
   command -v "$tool" >/dev/null || { echo "fio-matrix: $tool is missing (./test.sh installs the tools)" >&2; exit 1; }
@@ -74,6 +79,21 @@ PY
     >"$work/up.log" 2>&1 || { echo "fio-matrix: converge up failed"; tail -20 "$work/up.log"; exit 1; }
   host_pids="$(python3 -c 'import json,sys; print(" ".join(str(h["pid"]) for h in json.load(open(sys.argv[1]))["hosts"]))' "$work/cluster/cluster.json")"
   "$bin" vdisk create bench --size "$VDISK_SIZE" --policy "$POLICY" --api "http://127.0.0.1:$api_port" >/dev/null
+  "$bin" vdisk layout bench --json --api "http://127.0.0.1:$api_port" >"$work/layout.json"
+  entry="$(python3 - "$ENTRY" "$work/layout.json" "$work/cluster/cluster.json" <<'PY'
+import json, sys
+want, layout, hosts = sys.argv[1], json.load(open(sys.argv[2])), json.load(open(sys.argv[3]))["hosts"]
+data = sorted({c["hostName"] for c in layout if c["role"] == "data"})
+names = [h["name"] for h in hosts]
+pick = {"data": data, "witness": [n for n in names if n not in data]}.get(want, [want] if want in names else [])
+if not pick:
+    sys.exit("fio-matrix: no host matches ENTRY=%s (data replicas on %s)" % (want, ", ".join(data)))
+host = next(h for h in hosts if h["name"] == pick[0])
+print(host["name"], host["nbd"].rsplit(":", 1)[1], ",".join(data))
+PY
+)"
+  read -r entry_host nbd_port data_hosts <<<"$entry"
+  echo "fio-matrix: ENTRY=$ENTRY: fio connects to $entry_host; data replicas on $data_hosts"
 else
 nbd_port="$(free_port)"; api_port="$(free_port)"
 mkdir -p "$work/host"
