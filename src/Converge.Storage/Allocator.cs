@@ -8,7 +8,7 @@ internal readonly record struct BlockRun(long Start, int Count);
 /// as compact as the logical one. That matters on a file-backed disk: writing pages the page cache already holds is
 /// over ten times faster than writing never-touched regions of the file (measured: ~9 GiB/s against ~0.4 GiB/s).
 /// Large allocations (<see cref="LargeRun"/> blocks or more) first take whole free runs of at least that length, from
-/// the lowest one up: after random 4 KiB writes the recycled blocks are scattered singletons, and a 1 MiB write made
+/// the lowest one up, looking at a bounded stretch of the bitmap per allocation: after random 4 KiB writes the recycled blocks are scattered singletons, and a 1 MiB write made
 /// of them became 256 scattered <c>pwrite</c>s, and every later 1 MiB read of it 256 <c>pread</c>s (the 1 MiB jobs of
 /// the fio matrix cost twice the CPU after its random-write jobs). Small allocations keep filling the fragments.
 /// Not thread-safe.
@@ -22,7 +22,12 @@ internal sealed class Allocator
     private long _cursor;
     private long _largeCursor;
 
-    // Set when a scan found no free run of LargeRun blocks anywhere; cleared by any release (which may create one).
+    /// <summary>Most blocks one large allocation looks at (a 256 MiB stretch), so a fragmented multi-TiB disk never holds the caller long.</summary>
+    private const int MaxScan = 1 << 16;
+
+    // Blocks scanned without finding a long run since the last find or release; once the whole region has been, the
+    // search is off until a release (which may create a run).
+    private long _fruitless;
     private bool _noLargeRuns;
 
     public Allocator(long blocks)
@@ -55,6 +60,7 @@ internal sealed class Allocator
         if (count > 0)
         {
             _noLargeRuns = false;
+            _fruitless = 0;
             _cursor = Math.Min(_cursor, start);
             _largeCursor = Math.Min(_largeCursor, start);
         }
@@ -74,7 +80,7 @@ internal sealed class Allocator
 
     /// <summary>
     /// Takes free runs of at least <see cref="LargeRun"/> blocks (the last one may be cut to what is still needed),
-    /// scanning once around the bitmap from <see cref="_largeCursor"/>.
+    /// scanning at most <see cref="MaxScan"/> blocks from <see cref="_largeCursor"/>, where the next search goes on.
     /// </summary>
     private int TakeLongRuns(int count, Span<BlockRun> runs, out int taken)
     {
@@ -89,7 +95,9 @@ internal sealed class Allocator
         }
 
         var runStart = -1L;
-        for (var scanned = 0L; scanned < Blocks && taken < count; scanned++, block++)
+        var limit = Math.Min(Blocks, MaxScan);
+        var scanned = 0L;
+        for (; scanned < limit && taken < count; scanned++, block++)
         {
             if (block >= Blocks)
             {
@@ -141,14 +149,9 @@ internal sealed class Allocator
         }
 
         FreeBlocks -= taken;
-        if (taken == 0)
-        {
-            _noLargeRuns = true;
-        }
-        else
-        {
-            _largeCursor = block >= Blocks ? 0 : block;
-        }
+        _largeCursor = block >= Blocks ? 0 : block;
+        _fruitless = taken == 0 ? _fruitless + scanned : 0;
+        _noLargeRuns = _fruitless >= Blocks;
 
         return runCount;
     }

@@ -57,6 +57,32 @@ public sealed class AllocatorTests
         Assert.Equal(45, allocator.FreeBlocks);
     }
 
+    [Fact]
+    public void A_large_allocation_scans_a_bounded_stretch_and_the_next_one_goes_on_from_there()
+    {
+        const int blocks = 200_000;
+        var allocator = new Allocator(blocks);
+        var runs = new BlockRun[blocks];
+        allocator.Allocate(blocks, runs);
+        for (var b = 0; b < 150_000; b += 2)
+        {
+            allocator.Release(b, 1);
+        }
+
+        allocator.Release(190_000, 64);
+
+        // The first two searches each look at one bounded stretch of fragments, find no long run and take fragments.
+        for (var i = 0; i < 2; i++)
+        {
+            var n = allocator.Allocate(64, runs);
+            Assert.Equal(64, n);
+            Assert.All(runs[..n], r => Assert.Equal(1, r.Count));
+        }
+
+        Assert.Equal(1, allocator.Allocate(64, runs));
+        Assert.Equal(new BlockRun(190_000, 64), runs[0]);
+    }
+
     [Theory]
     [MemberData(nameof(Seeds))]
     public void Random_allocations_and_releases_never_hand_out_a_block_twice(int seed)
