@@ -8,9 +8,9 @@ internal readonly record struct BlockRun(long Start, int Count);
 /// as compact as the logical one. That matters on a file-backed disk: writing pages the page cache already holds is
 /// over ten times faster than writing never-touched regions of the file (measured: ~9 GiB/s against ~0.4 GiB/s).
 /// Large allocations (<see cref="LargeRun"/> blocks or more) first take whole free runs of at least that length, from
-/// the lowest one up, looking at a bounded stretch of the bitmap per allocation: after random 4 KiB writes the recycled blocks are scattered singletons, and a 1 MiB write made
-/// of them became 256 scattered <c>pwrite</c>s, and every later 1 MiB read of it 256 <c>pread</c>s (the 1 MiB jobs of
-/// the fio matrix cost twice the CPU after its random-write jobs). Small allocations keep filling the fragments.
+/// the lowest one up, looking at a bounded stretch of the bitmap per allocation: after random 4 KiB writes the recycled
+/// blocks are scattered singletons, and a 1 MiB write made of them became up to 256 scattered <c>pwrite</c>s, and every
+/// later 1 MiB read of it as many <c>pread</c>s. Small allocations keep filling the fragments.
 /// Not thread-safe.
 /// </summary>
 internal sealed class Allocator
@@ -18,17 +18,16 @@ internal sealed class Allocator
     /// <summary>Shortest free run a large allocation takes while longer ones exist: 128 KiB, at most 8 runs per MiB.</summary>
     public const int LargeRun = 32;
 
+    /// <summary>Most blocks one large allocation looks at (a 256 MiB stretch), so a fragmented multi-TiB disk never holds the caller long.</summary>
+    private const int MaxScan = 1 << 16;
+
     private readonly ulong[] _bits;
     private long _cursor;
     private long _largeCursor;
 
-    /// <summary>Most blocks one large allocation looks at (a 256 MiB stretch), so a fragmented multi-TiB disk never holds the caller long.</summary>
-    private const int MaxScan = 1 << 16;
-
     // Blocks scanned without finding a long run since the last find or release; once the whole region has been, the
     // search is off until a release (which may create a run).
     private long _fruitless;
-    private bool _noLargeRuns;
 
     public Allocator(long blocks)
     {
@@ -40,6 +39,8 @@ internal sealed class Allocator
     public long Blocks { get; }
 
     public long FreeBlocks { get; private set; }
+
+    private bool NoLargeRuns => _fruitless >= Blocks;
 
     public bool IsUsed(long block) => (_bits[block >> 6] & (1UL << (int)(block & 63))) != 0;
 
@@ -59,7 +60,6 @@ internal sealed class Allocator
         FreeBlocks += count;
         if (count > 0)
         {
-            _noLargeRuns = false;
             _fruitless = 0;
             _cursor = Math.Min(_cursor, start);
             _largeCursor = Math.Min(_largeCursor, start);
@@ -69,7 +69,7 @@ internal sealed class Allocator
     /// <summary>Allocates <paramref name="count"/> blocks as few runs as the free space allows; the caller checked <see cref="FreeBlocks"/>.</summary>
     public int Allocate(int count, Span<BlockRun> runs)
     {
-        if (count < LargeRun || _noLargeRuns)
+        if (count < LargeRun || NoLargeRuns)
         {
             return AllocateNextFit(count, runs);
         }
@@ -151,7 +151,6 @@ internal sealed class Allocator
         FreeBlocks -= taken;
         _largeCursor = block >= Blocks ? 0 : block;
         _fruitless = taken == 0 ? _fruitless + scanned : 0;
-        _noLargeRuns = _fruitless >= Blocks;
 
         return runCount;
     }
