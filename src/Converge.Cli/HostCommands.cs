@@ -49,8 +49,13 @@ internal static class HostCommands
         };
         var resyncBandwidth = new Option<string>("--resync-bandwidth")
         {
-            Description = "Cluster mode: resync/rebuild bandwidth limit per virtual disk, per second (e.g. 256MiB; 0 = unlimited)",
-            DefaultValueFactory = _ => "256MiB",
+            Description = "Cluster mode: resync/rebuild/move bandwidth per virtual disk, per second, while its coordinator serves clients (e.g. 160MiB; 0 = unlimited)",
+            DefaultValueFactory = _ => "160MiB",
+        };
+        var idleResyncBandwidth = new Option<string>("--resync-bandwidth-idle")
+        {
+            Description = "Cluster mode: the same limit while the coordinator has served no client for a second (e.g. 512MiB; 0 = unlimited)",
+            DefaultValueFactory = _ => "512MiB",
         };
         var repairDelay = new Option<string>("--repair-delay")
         {
@@ -71,7 +76,7 @@ internal static class HostCommands
 
         var run = new Command("run", "Run the host daemon in the foreground (logs to stdout; SIGTERM/SIGINT stop it cleanly)")
         {
-            data, disks, name, nbd, api, peer, raft, join, faultDomain, voters, heartbeat, replicaTimeout, resyncBandwidth, repairDelay, scrubRate, orphanGrace, faultInjection,
+            data, disks, name, nbd, api, peer, raft, join, faultDomain, voters, heartbeat, replicaTimeout, resyncBandwidth, idleResyncBandwidth, repairDelay, scrubRate, orphanGrace, faultInjection,
         };
         run.SetAction((pr, ct) => Guarded.RunAsync(async () =>
         {
@@ -95,6 +100,7 @@ internal static class HostCommands
                     {
                         ReplicaTimeout = HostOptions.ParseDuration(pr.GetRequiredValue(replicaTimeout), "--replica-timeout"),
                         ResyncBandwidthBytesPerSecond = ParseBandwidth(pr.GetRequiredValue(resyncBandwidth), "--resync-bandwidth"),
+                        IdleResyncBandwidthBytesPerSecond = ParseBandwidth(pr.GetRequiredValue(idleResyncBandwidth), "--resync-bandwidth-idle"),
                         RepairDelay = HostOptions.ParseDuration(pr.GetRequiredValue(repairDelay), "--repair-delay"),
                         ScrubBytesPerSecond = ParseBandwidth(pr.GetRequiredValue(scrubRate), "--scrub-rate"),
                         OrphanGrace = HostOptions.ParseDuration(pr.GetRequiredValue(orphanGrace), "--orphan-grace"),

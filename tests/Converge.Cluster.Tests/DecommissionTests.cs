@@ -14,8 +14,8 @@ public sealed class DecommissionTests
     [Fact]
     public async Task Decommissioning_a_host_under_fio_keeps_every_copy_then_a_disk_empties_and_impossible_requests_are_refused()
     {
-        // A modest copy rate keeps each move running long enough to be seen, and fio's writes overlap it.
-        await using var cluster = await TestCluster.StartAsync(4, hostArgs: ["--resync-bandwidth", "8MiB"]);
+        // A modest copy rate, busy or idle, keeps each move running long enough to be seen, and fio's writes overlap it.
+        await using var cluster = await TestCluster.StartAsync(4, hostArgs: ["--resync-bandwidth", "8MiB", "--resync-bandwidth-idle", "8MiB"]);
         var api = cluster[0].Api;
         var leaving = cluster[3];
         Assert.False((await api.GetClusterHostAsync(leaving.Name)).Voter);

@@ -548,6 +548,7 @@ internal sealed class CoordinatedDisk : IReplicaObserver
         using var progress = owner.Resyncs.Begin(VirtualDiskId, Name, component.ComponentId, component.HostId, kind, total);
         var buffer = new byte[CopyChunk];
         var copied = 0L;
+        var pacer = owner.CreateResyncPacer();
         try
         {
             foreach (var range in ranges)
@@ -558,7 +559,7 @@ internal sealed class CoordinatedDisk : IReplicaObserver
                     await volume.CopyAsync(component.Stripe, component.StripeOffset + at, length, [component.ComponentId], buffer, cancellationToken).ConfigureAwait(false);
                     progress.Advance(length);
                     copied += length;
-                    await ThrottleAsync(copied, started, cancellationToken).ConfigureAwait(false);
+                    await pacer.PaceAsync(length, cancellationToken).ConfigureAwait(false);
                 }
             }
 
@@ -886,22 +887,8 @@ internal sealed class CoordinatedDisk : IReplicaObserver
             return true;
         }, cancellationToken);
 
-    /// <summary>Keeps a copy at or below the resync bandwidth limit, so client I/O keeps its share.</summary>
-    private async Task ThrottleAsync(long copied, long started, CancellationToken cancellationToken)
-    {
-        var limit = owner.ResyncBandwidth;
-        if (limit <= 0)
-        {
-            return;
-        }
-
-        var due = TimeSpan.FromSeconds((double)copied / limit);
-        var elapsed = owner.Time.GetElapsedTime(started);
-        if (due > elapsed)
-        {
-            await Task.Delay(due - elapsed, owner.Time, cancellationToken).ConfigureAwait(false);
-        }
-    }
+    /// <summary>A client request reached this virtual disk: copies on this host slow to the contended rate.</summary>
+    internal void NoteClientRequest() => owner.ClientActivity.Note();
 }
 
 /// <summary>
@@ -945,6 +932,7 @@ internal sealed class CoordinatorVolume(CoordinatedDisk disk) : IBlockVolume
 
     private async ValueTask RunAsync(Func<ReplicatedVolume, ValueTask> operation, CancellationToken cancellationToken)
     {
+        disk.NoteClientRequest();
         for (var attempt = 1; ; attempt++)
         {
             var volume = disk.Current();

@@ -52,6 +52,7 @@ internal sealed class CoordinatorManager : INbdExportCatalog, IAsyncDisposable
         ReplicaTimeout = failureOptions.ReplicaTimeout;
         IntentRotation = failureOptions.IntentRotation;
         ResyncBandwidth = failureOptions.ResyncBandwidthBytesPerSecond;
+        ClientActivity = new ClientActivity(time);
         this.failureOptions = failureOptions;
     }
 
@@ -77,8 +78,15 @@ internal sealed class CoordinatorManager : INbdExportCatalog, IAsyncDisposable
     /// <summary>How often the write-intent slots are switched (and the older one cleared).</summary>
     public TimeSpan IntentRotation { get; }
 
-    /// <summary>Resync and rebuild bandwidth limit per virtual disk, bytes per second (0: unlimited).</summary>
+    /// <summary>Resync and rebuild bandwidth limit per virtual disk while clients use this host, bytes per second (0: unlimited).</summary>
     public long ResyncBandwidth { get; }
+
+    /// <summary>When this host's coordinators last served a client request: copies pace themselves by it.</summary>
+    public ClientActivity ClientActivity { get; }
+
+    /// <summary>A pacer for one copy: <see cref="ResyncBandwidth"/> while clients are busy, the idle rate otherwise.</summary>
+    public ResyncPacer CreateResyncPacer() =>
+        new(ClientActivity, ResyncBandwidth, failureOptions.IdleResyncBandwidthBytesPerSecond);
 
     /// <summary>How long an absent component may stay away before it is rebuilt elsewhere.</summary>
     public TimeSpan RepairDelay => failureOptions.RepairDelay;
@@ -548,7 +556,14 @@ public sealed record FailureOptions
 
     public TimeSpan IntentRotation { get; init; } = TimeSpan.FromSeconds(10);
 
-    public long ResyncBandwidthBytesPerSecond { get; init; } = 256L << 20;
+    /// <summary>
+    /// Resync, rebuild and move copy rate per virtual disk while its coordinator serves clients (a request within the
+    /// last second); 0: unlimited. 160 MiB/s keeps about three quarters of a busy client's IOPS (bench/RESULTS.md).
+    /// </summary>
+    public long ResyncBandwidthBytesPerSecond { get; init; } = 160L << 20;
+
+    /// <summary>The copy rate while the coordinator serves no client (0: unlimited): redundancy comes back sooner.</summary>
+    public long IdleResyncBandwidthBytesPerSecond { get; init; } = 512L << 20;
 
     /// <summary>An absent component is rebuilt elsewhere after this long (a degraded one at once).</summary>
     public TimeSpan RepairDelay { get; init; } = TimeSpan.FromMinutes(60);
