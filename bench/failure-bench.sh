@@ -29,6 +29,7 @@ DELTA_IOPS="${DELTA_IOPS:-1000}"   # delta phase: write rate while it is away (b
 REPAIR_DELAY="${REPAIR_DELAY:-5s}"
 RESYNC_BANDWIDTH="${RESYNC_BANDWIDTH:-}"  # rebuild phase: the hosts' --resync-bandwidth (empty: the default)
 PREFILL="${PREFILL:-1G}"           # rebuild phase: data written before the loss (what the rebuild copies)
+WARMUP="${WARMUP:-30}"             # rebuild phase: seconds of fio before the kill; steady IOPS is the mean of its last two thirds
 RESULTS="${RESULTS:-0}"
 
 for tool in fio curl python3; do
@@ -236,34 +237,50 @@ rebuild_phase() {
   log "rebuild: prefill $PREFILL"
   fio --name=prefill --ioengine=nbd --uri="$(uri h1 bench)" --rw=write --bs=1M --iodepth=8 --size="$PREFILL" >/dev/null
   local victim; victim="$(data_host bench h1 h1)"
-  log "rebuild: fio 4k randwrite QD16 through h1 for 90 s; kill -9 of $victim (for good) at 15 s"
+  log "rebuild: fio 4k randwrite QD16 through h1 for $((WARMUP + 75)) s; kill -9 of $victim (for good) at $WARMUP s"
+  # One poller for the whole run samples the hosts' running rebuilds every 0.5 s. It runs from fio's start, so the
+  # steady and the during-rebuild windows pay for it alike. (A loop that forked curl and python3 per host and tick,
+  # started at the kill, took about a fifth of the 2 cores in the rebuild window alone and biased the ratio.)
+  local urls=()
+  for h in h1 h2 h3 h4; do urls+=("$(apiurl "$h")/internal/v1/resync"); done
+  rm -f "$work/rebuild.stop"
+  python3 - "$work/rebuild.samples" "$work/rebuild.stop" "${urls[@]}" <<'PY' &
+import json, os, sys, time, urllib.request
+out, stop, urls = sys.argv[1], sys.argv[2], sys.argv[3:]
+with open(out, "w") as f:
+    while not os.path.exists(stop):
+        tick = time.time()
+        for url in urls:
+            try:
+                with urllib.request.urlopen(url, timeout=2) as response:
+                    d = json.load(response)
+            except Exception:
+                continue  # the killed host refuses
+            for r in d.get("running", []):
+                if str(r.get("kind", "")).lower() == "rebuild":
+                    f.write(f"{time.time()} {r['doneBytes']} {r['totalBytes']}\n")
+        f.flush()
+        time.sleep(max(0.0, tick + 0.5 - time.time()))
+PY
+  local poller=$!
   fio --name=rebuild --ioengine=nbd --uri="$(uri h1 bench)" --rw=randwrite --bs=4k --iodepth=16 --size="$PREFILL" \
-      --time_based --runtime=90 --write_iops_log="$work/rebuild" --log_avg_msec=500 \
+      --time_based --runtime=$((WARMUP + 75)) --write_iops_log="$work/rebuild" --log_avg_msec=500 \
       --output-format=json --output="$work/rebuild.json" >/dev/null 2>"$work/rebuild.err" &
   local fio_pid=$! fio_start; fio_start=$(now)
-  sleep 15
+  sleep "$WARMUP"
   kill -KILL "${pid[$victim]}"
-  # Poll the copies the hosts run: wall-clock samples of running rebuilds.
-  : >"$work/rebuild.samples"
-  while kill -0 "$fio_pid" 2>/dev/null; do
-    for h in h1 h2 h3 h4; do
-      [ "$h" = "$victim" ] && continue
-      curl -fsS -m 2 "$(apiurl "$h")/internal/v1/resync" 2>/dev/null | python3 -c '
-import json, sys, time
-d = json.load(sys.stdin)
-for r in d.get("running", []):
-    if str(r.get("kind", "")).lower() == "rebuild":
-        print(time.time(), r["doneBytes"], r["totalBytes"])' >>"$work/rebuild.samples" || true
-    done
-    sleep 0.5
-  done
   wait "$fio_pid" || true
-  result[rebuild]="$(python3 - "$work/rebuild.samples" "$work/rebuild_iops.1.log" "$fio_start" <<'PY'
+  touch "$work/rebuild.stop"
+  wait "$poller" || true
+  result[rebuild]="$(python3 - "$work/rebuild.samples" "$work/rebuild_iops.1.log" "$fio_start" "$WARMUP" <<'PY'
 import sys
 samples = [tuple(map(float, l.split())) for l in open(sys.argv[1]) if l.strip()]
 iops = [tuple(map(float, l.split(',')[:2])) for l in open(sys.argv[2]) if l.strip()]
 start = float(sys.argv[3])
-steady = [v for t, v in iops if 2000 <= t <= 14000]
+warmup = float(sys.argv[4])
+# Steady: the last two thirds before the kill. Freshly started hosts are still compiling their hot paths in the first
+# seconds (client IOPS climb for 10-20 s), which would make "steady" too low and flatter the ratio.
+steady = [v for t, v in iops if warmup * 1000 / 3 <= t <= warmup * 1000 - 1000]
 if not samples:
     print("no rebuild observed within the fio run"); sys.exit()
 t0, t1 = samples[0][0], samples[-1][0]
@@ -274,7 +291,7 @@ s = sum(steady) / len(steady) if steady else float('nan')
 d = sum(during) / len(during) if during else float('nan')
 # Degraded without a copy (from the kill's detection to the rebuild's start) and healthy again after it: what the
 # copy itself costs the client, apart from the cost of running with one replica short.
-kill_at = start + 15
+kill_at = start + warmup
 degraded = [v for t, v in iops if kill_at + 6 <= start + t / 1000 <= t0 - 0.5]
 after = [v for t, v in iops if t1 + 2 <= start + t / 1000]
 g = (lambda xs: f"{sum(xs) / len(xs):.0f}" if xs else "n/a")
