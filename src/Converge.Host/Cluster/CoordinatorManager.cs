@@ -51,7 +51,6 @@ internal sealed class CoordinatorManager : INbdExportCatalog, IAsyncDisposable
         HostId = hostId;
         ReplicaTimeout = failureOptions.ReplicaTimeout;
         IntentRotation = failureOptions.IntentRotation;
-        ResyncBandwidth = failureOptions.ResyncBandwidthBytesPerSecond;
         ClientActivity = new ClientActivity(time);
         this.failureOptions = failureOptions;
     }
@@ -78,15 +77,12 @@ internal sealed class CoordinatorManager : INbdExportCatalog, IAsyncDisposable
     /// <summary>How often the write-intent slots are switched (and the older one cleared).</summary>
     public TimeSpan IntentRotation { get; }
 
-    /// <summary>Resync and rebuild bandwidth limit per virtual disk while clients use this host, bytes per second (0: unlimited).</summary>
-    public long ResyncBandwidth { get; }
-
     /// <summary>When this host's coordinators last served a client request: copies pace themselves by it.</summary>
     public ClientActivity ClientActivity { get; }
 
-    /// <summary>A pacer for one copy: <see cref="ResyncBandwidth"/> while clients are busy, the idle rate otherwise.</summary>
+    /// <summary>A pacer for one copy: the resync bandwidth while clients are busy, the idle one otherwise.</summary>
     public ResyncPacer CreateResyncPacer() =>
-        new(ClientActivity, ResyncBandwidth, failureOptions.IdleResyncBandwidthBytesPerSecond);
+        new(ClientActivity, failureOptions.ResyncBandwidthBytesPerSecond, failureOptions.IdleResyncBandwidthBytesPerSecond);
 
     /// <summary>How long an absent component may stay away before it is rebuilt elsewhere.</summary>
     public TimeSpan RepairDelay => failureOptions.RepairDelay;
@@ -558,7 +554,7 @@ public sealed record FailureOptions
 
     /// <summary>
     /// Resync, rebuild and move copy rate per virtual disk while its coordinator serves clients (a request within the
-    /// last second); 0: unlimited. 160 MiB/s keeps about three quarters of a busy client's IOPS (bench/RESULTS.md).
+    /// last second); 0: unlimited. At 160 MiB/s a busy client kept about two thirds of its IOPS (bench/RESULTS.md).
     /// </summary>
     public long ResyncBandwidthBytesPerSecond { get; init; } = 160L << 20;
 
