@@ -91,6 +91,7 @@ public sealed class ReplicatedVolume : IBlockVolume
     private readonly IReplicaComponent[] _distinct;
     private readonly WriteIntents _intents;
     private readonly RangeLock _locks;
+    private readonly CopyCursors? _copies;
     private readonly IReplicaObserver? _observer;
     private readonly TimeSpan _replicaTimeout;
     private int _nextReplica;
@@ -99,7 +100,8 @@ public sealed class ReplicatedVolume : IBlockVolume
     /// <param name="readable">The components that are active (complete and current): reads and copies come from these.</param>
     public ReplicatedVolume(
         string name, long size, long generation, StripeMap map, IReadOnlyDictionary<Guid, IReplicaComponent> members,
-        IReadOnlySet<Guid> readable, WriteIntents intents, RangeLock locks, IReplicaObserver? observer = null, TimeSpan? replicaTimeout = null)
+        IReadOnlySet<Guid> readable, WriteIntents intents, RangeLock locks, IReplicaObserver? observer = null, TimeSpan? replicaTimeout = null,
+        CopyCursors? copies = null)
     {
         Name = name;
         Size = size;
@@ -109,6 +111,7 @@ public sealed class ReplicatedVolume : IBlockVolume
         _readable = [.. readable.Where(members.ContainsKey)];
         _intents = intents;
         _locks = locks;
+        _copies = copies;
         _observer = observer;
         _replicaTimeout = replicaTimeout ?? TimeSpan.FromSeconds(3);
         _distinct = [.. members.Values.Distinct()];
@@ -224,9 +227,13 @@ public sealed class ReplicatedVolume : IBlockVolume
 
     /// <summary>
     /// Copies a stripe range from an active replica to <paramref name="targets"/> while client writes to the range
-    /// wait (resync, rebuild, reconcile). Holes stay holes. Returns the bytes written to each target.
+    /// wait (resync, rebuild, reconcile). Holes stay holes. Returns the bytes written to each target. A copy registered
+    /// in <see cref="CopyCursors"/> passes its <paramref name="cursor"/>: it moves past the range before the range's lock
+    /// is released, so no client write can see the range as still ahead once this copy has read it.
     /// </summary>
-    public async Task<long> CopyAsync(int stripe, long stripeOffset, int length, IReadOnlyList<Guid> targets, Memory<byte> buffer, CancellationToken cancellationToken)
+    public async Task<long> CopyAsync(
+        int stripe, long stripeOffset, int length, IReadOnlyList<Guid> targets, Memory<byte> buffer, CancellationToken cancellationToken,
+        CopyCursors.Cursor? cursor = null)
     {
         var segment = new Segment(0, 0, length, stripe, stripeOffset);
         using var held = await _locks.AcquireAsync(
@@ -248,6 +255,11 @@ public sealed class ReplicatedVolume : IBlockVolume
             }
 
             await CollectAsync([.. writes], i => ids[i]).ConfigureAwait(false);
+            if (cursor is not null)
+            {
+                var placement = FindPlacement(targets[0], stripe, stripeOffset);
+                cursor.Advance(stripeOffset - placement.StripeOffset + length);
+            }
         }
         finally
         {
@@ -382,14 +394,16 @@ public sealed class ReplicatedVolume : IBlockVolume
                     var placement = _map.Find(replica, segment.Stripe, segment.StripeOffset);
                     var track = WriteIntents.KindOf(slot) |
                                 (_degraded.Contains((segment.Stripe, placement.StripeOffset)) ? ChangeKinds.Dirty : ChangeKinds.None);
-                    if (_members.TryGetValue(placement.ComponentId, out var component))
+                    var at = segment.StripeOffset - placement.StripeOffset;
+                    if (_members.TryGetValue(placement.ComponentId, out var component) && !CopyWillCarry(placement.ComponentId, at, segment.Length))
                     {
-                        tasks.Add(Bounded(component, operation(component, segment, segment.StripeOffset - placement.StripeOffset, track, cancellationToken)));
+                        tasks.Add(Bounded(component, operation(component, segment, at, track, cancellationToken)));
                         ids.Add(placement.ComponentId);
                     }
 
                     // A move's new copy (same range) gets every write from the moment it joins, like a rebuild target.
-                    if (_map.IncomingFor(placement.ComponentId) is { } incoming && _members.TryGetValue(incoming.ComponentId, out var target))
+                    if (_map.IncomingFor(placement.ComponentId) is { } incoming && _members.TryGetValue(incoming.ComponentId, out var target) &&
+                        !CopyWillCarry(incoming.ComponentId, segment.StripeOffset - incoming.StripeOffset, segment.Length))
                     {
                         tasks.Add(Bounded(target, operation(target, segment, segment.StripeOffset - incoming.StripeOffset, track, cancellationToken)));
                         ids.Add(incoming.ComponentId);
@@ -410,6 +424,13 @@ public sealed class ReplicatedVolume : IBlockVolume
             _intents.Exit(slot);
         }
     }
+
+    /// <summary>
+    /// A component that is not readable yet and whose copy has not reached this range: the copy will read the range
+    /// from an active replica after this write (see <see cref="CopyCursors"/>). Asked with the range lock held.
+    /// </summary>
+    private bool CopyWillCarry(Guid componentId, long offset, long length) =>
+        _copies is { IsEmpty: false } copies && !_readable.Contains(componentId) && copies.IsAhead(componentId, offset, length);
 
     /// <summary>Awaits every task; replica failures are gathered into one <see cref="ReplicaFailureException"/>.</summary>
     private async Task CollectAsync(Task[] tasks, Func<int, Guid> componentOf)

@@ -17,7 +17,7 @@ public class MoveWritePathTests
         var witness = new ComponentPlacement(Guid.NewGuid(), ComponentRole.Witness, -1, -1, 0, 0, "h3", "h3", "d3", 1, 0);
         var incoming = r0 with { ComponentId = Guid.NewGuid(), HostId = "h4", FaultDomain = "h4", DiskId = "d4", Votes = 0, Replaces = r0.ComponentId };
         var layout = new ObjectLayout(Guid.NewGuid(), ObjectSize, 2, 1, 1 << 20, ObjectSize, [r0, r1, witness, incoming]);
-        var stores = new[] { r0, r1, incoming }.ToDictionary(c => c.ComponentId, c => new MemoryReplica(c.ComponentId));
+        var stores = new[] { r0, r1, incoming }.ToDictionary(c => c.ComponentId, c => new MemoryReplica(c.ComponentId, ObjectSize));
 
         // The new copy starts with garbage: a read served from it would show.
         Array.Fill(stores[incoming.ComponentId].Bytes, (byte)0xEE);
@@ -54,64 +54,4 @@ public class MoveWritePathTests
 
     private static ComponentPlacement Data(int replica, string host) =>
         new(Guid.NewGuid(), ComponentRole.Data, replica, 0, 0, ObjectSize, host, host, "d-" + host, 1, 0);
-
-    private sealed class MemoryReplica(Guid id) : IReplicaComponent
-    {
-        public byte[] Bytes { get; } = new byte[ObjectSize];
-
-        public int Reads { get; private set; }
-
-        public Guid ComponentId => id;
-
-        public bool IsLocal => true;
-
-        public string Name => id.ToString("N");
-
-        public long Size => Bytes.Length;
-
-        public VolumeCapabilities Capabilities => VolumeCapabilities.Flush | VolumeCapabilities.Trim | VolumeCapabilities.WriteZeroes;
-
-        public ValueTask ReadAsync(long offset, Memory<byte> buffer, CancellationToken cancellationToken)
-        {
-            Reads++;
-            Bytes.AsMemory((int)offset, buffer.Length).CopyTo(buffer);
-            return ValueTask.CompletedTask;
-        }
-
-        public ValueTask WriteAsync(long offset, ReadOnlyMemory<byte> data, WriteFlags flags, CancellationToken cancellationToken) =>
-            WriteAsync(offset, data, flags, ChangeKinds.None, cancellationToken);
-
-        public ValueTask WriteAsync(long offset, ReadOnlyMemory<byte> data, WriteFlags flags, ChangeKinds track, CancellationToken cancellationToken)
-        {
-            data.CopyTo(Bytes.AsMemory((int)offset));
-            return ValueTask.CompletedTask;
-        }
-
-        public ValueTask FlushAsync(CancellationToken cancellationToken) => ValueTask.CompletedTask;
-
-        public ValueTask TrimAsync(long offset, long length, WriteFlags flags, CancellationToken cancellationToken) =>
-            TrimAsync(offset, length, flags, ChangeKinds.None, cancellationToken);
-
-        public ValueTask TrimAsync(long offset, long length, WriteFlags flags, ChangeKinds track, CancellationToken cancellationToken)
-        {
-            Array.Clear(Bytes, (int)offset, (int)length);
-            return ValueTask.CompletedTask;
-        }
-
-        public ValueTask WriteZeroesAsync(long offset, long length, ZeroFlags flags, CancellationToken cancellationToken) =>
-            WriteZeroesAsync(offset, length, flags, ChangeKinds.None, cancellationToken);
-
-        public ValueTask WriteZeroesAsync(long offset, long length, ZeroFlags flags, ChangeKinds track, CancellationToken cancellationToken)
-        {
-            Array.Clear(Bytes, (int)offset, (int)length);
-            return ValueTask.CompletedTask;
-        }
-
-        public ValueTask<IReadOnlyList<AllocationExtent>> GetAllocationAsync(long offset, long length, CancellationToken cancellationToken) =>
-            ValueTask.FromResult<IReadOnlyList<AllocationExtent>>([new AllocationExtent(length, AllocationFlags.Data)]);
-
-        public ValueTask<List<ChangedRange>> ReadChangesAsync(ChangeKinds kinds, CancellationToken cancellationToken) => ValueTask.FromResult(new List<ChangedRange>());
-
-        public ValueTask ClearChangesAsync(ChangeKinds kinds, long offset, long length, CancellationToken cancellationToken) => ValueTask.CompletedTask;
-    }
 }
