@@ -49,8 +49,8 @@ internal static class HostCommands
         };
         var resyncBandwidth = new Option<string>("--resync-bandwidth")
         {
-            Description = "Cluster mode: resync/rebuild/move bandwidth per virtual disk, per second, while its coordinator serves clients (e.g. 160MiB; 0 = unlimited)",
-            DefaultValueFactory = _ => "160MiB",
+            Description = "Cluster mode: resync/rebuild/move bandwidth per virtual disk, per second, while its coordinator serves clients (e.g. 200MiB; 0 = unlimited)",
+            DefaultValueFactory = _ => "200MiB",
         };
         var idleResyncBandwidth = new Option<string>("--resync-bandwidth-idle")
         {

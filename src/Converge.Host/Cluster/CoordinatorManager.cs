@@ -554,9 +554,9 @@ public sealed record FailureOptions
 
     /// <summary>
     /// Resync, rebuild and move copy rate per virtual disk while its coordinator serves clients (a request within the
-    /// last second); 0: unlimited. At 160 MiB/s a busy client kept about two thirds of its IOPS (bench/RESULTS.md).
+    /// last second); 0: unlimited. At 200 MiB/s a rebuild left a busy client 70-111 % of its IOPS (bench/RESULTS.md).
     /// </summary>
-    public long ResyncBandwidthBytesPerSecond { get; init; } = 160L << 20;
+    public long ResyncBandwidthBytesPerSecond { get; init; } = 200L << 20;
 
     /// <summary>The copy rate while the coordinator serves no client (0: unlimited): redundancy comes back sooner.</summary>
     public long IdleResyncBandwidthBytesPerSecond { get; init; } = 512L << 20;
