@@ -64,7 +64,10 @@ cleanup() {
 trap cleanup EXIT INT TERM
 
 log() { echo "failure-bench: $*" >&2; }
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'; }
+# Four distinct free ports in one call: separate calls can get the same port back once it is closed again.
+free_ports() {
+  python3 -c 'import socket; ss = [socket.socket() for _ in range(4)]; [s.bind(("127.0.0.1", 0)) for s in ss]; print(" ".join(str(s.getsockname()[1]) for s in ss))'
+}
 now() { date +%s.%N; }
 
 extra_args=()
@@ -75,7 +78,8 @@ if "$bin" host run --help 2>&1 | grep -q -- '--repair-delay'; then supports_repa
 start_host() {
   local h="$1" join="${2:-}" args
   if [ -z "${api[$h]:-}" ]; then
-    nbd[$h]="$(free_port)"; api[$h]="$(free_port)"; peer[$h]="$(free_port)"; raft[$h]="$(free_port)"
+    local ports; read -r -a ports <<<"$(free_ports)"
+    nbd[$h]="${ports[0]}"; api[$h]="${ports[1]}"; peer[$h]="${ports[2]}"; raft[$h]="${ports[3]}"
     mkdir -p "$work/$h"
     hosts+=("$h")
     args=(--disk "$work/$h/d1.img:$DISK_SIZE" --disk "$work/$h/d2.img:$DISK_SIZE")

@@ -50,11 +50,12 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+# N distinct free ports in one call: separate calls can get the same port back once it is closed again.
+free_ports() {
+  python3 -c 'import socket, sys; ss = [socket.socket() for _ in range(int(sys.argv[1]))]; [s.bind(("127.0.0.1", 0)) for s in ss]; print(" ".join(str(s.getsockname()[1]) for s in ss))' "${1:-1}"
 }
 
-nbdkit_port="$(free_port)"
+nbdkit_port="$(free_ports 1)"
 if [ "$HOSTS" -gt 1 ]; then
   # A local cluster through 'converge up': four blocks of HOSTS consecutive free ports (NBD, API, peer, Raft).
   base="$(python3 - "$HOSTS" <<'PY'
@@ -95,7 +96,7 @@ PY
   read -r entry_host nbd_port data_hosts <<<"$entry"
   echo "fio-matrix: ENTRY=$ENTRY: fio connects to $entry_host; data replicas on $data_hosts"
 else
-nbd_port="$(free_port)"; api_port="$(free_port)"
+read -r nbd_port api_port <<<"$(free_ports 2)"
 mkdir -p "$work/host"
 "$bin" host run --data "$work/host" --disk "$work/host/d1.img:$DISK_SIZE" \
   --nbd-listen "127.0.0.1:$nbd_port" --api-listen "127.0.0.1:$api_port" >"$work/host.log" 2>&1 &
