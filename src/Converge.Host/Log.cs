@@ -94,8 +94,8 @@ internal static partial class Log
     [LoggerMessage(110, LogLevel.Warning, "virtual disk {Name}: component {ComponentId} marked {State} (generation {Generation}): {Reason}")]
     public static partial void ComponentStateChanged(ILogger logger, string name, string componentId, string state, long generation, string reason);
 
-    [LoggerMessage(111, LogLevel.Information, "virtual disk {Name}: {Kind} of component {ComponentId} finished: {Bytes} bytes in {Seconds:0.0} s ({ContendedBytes} of them paced for busy clients)")]
-    public static partial void CopyFinished(ILogger logger, string name, string kind, string componentId, long bytes, double seconds, long contendedBytes);
+    [LoggerMessage(111, LogLevel.Information, "virtual disk {Name}: {Kind} of component {ComponentId} finished: {Bytes} bytes in {Seconds:0.0} s ({ContendedBytes} of them paced for busy clients; {CarriedWrites} client writes left to the copy)")]
+    public static partial void CopyFinished(ILogger logger, string name, string kind, string componentId, long bytes, double seconds, long contendedBytes, long carriedWrites);
 
     [LoggerMessage(112, LogLevel.Warning, "virtual disk {Name}: {Kind} of component {ComponentId} stopped: {Reason}")]
     public static partial void CopyFailed(ILogger logger, string name, string kind, string componentId, string reason);

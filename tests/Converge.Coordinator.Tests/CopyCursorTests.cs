@@ -61,6 +61,7 @@ public class CopyCursorTests
         await volume.WriteAsync(600 << 10, Fill(Block, 2), WriteFlags.None, CancellationToken.None);
         Assert.Equal(before + 1, target.Writes);
         Assert.True(target.Bytes.AsSpan(600 << 10, Block).IndexOfAnyExcept((byte)0xEE) < 0, "a write ahead of the copy reached the target");
+        Assert.Equal(1, cursor.Carried);
         await volume.WriteAsync((1 << 20) + Block, Fill(Block, 3), WriteFlags.None, CancellationToken.None);
         Assert.Equal(before + 2, target.Writes);
         await volume.WriteAsync((2 << 20) - Block, Fill(2 * Block, 4), WriteFlags.None, CancellationToken.None);

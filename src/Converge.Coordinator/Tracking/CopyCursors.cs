@@ -46,7 +46,8 @@ public sealed class CopyCursors
 
     /// <summary>
     /// Whether the write of <paramref name="length"/> bytes at <paramref name="offset"/> (component offsets) into
-    /// <paramref name="target"/> lies wholly inside a range that its copy has not reached: the copy will carry it.
+    /// <paramref name="target"/> lies wholly inside a range that its copy has not reached: the copy will carry it. Asked
+    /// by a write that then skips the target (counted in <see cref="Cursor.Carried"/>).
     /// </summary>
     public bool IsAhead(Guid target, long offset, long length) =>
         copies.TryGetValue(target, out var cursor) && cursor.IsAhead(offset, length);
@@ -58,6 +59,7 @@ public sealed class CopyCursors
         private readonly Guid target;
         private readonly ChangedRange[] ranges;
         private long copiedTo;
+        private long carried;
 
         internal Cursor(CopyCursors owner, Guid target, ChangedRange[] ranges)
         {
@@ -66,6 +68,9 @@ public sealed class CopyCursors
             this.ranges = ranges;
             copiedTo = ranges.Length == 0 ? long.MaxValue : ranges[0].Offset;
         }
+
+        /// <summary>Client writes (and trims) that skipped the target because this copy carries them.</summary>
+        public long Carried => Interlocked.Read(ref carried);
 
         /// <summary>Everything below <paramref name="end"/> is copied (or will be written to the target from now on).</summary>
         public void Advance(long end)
@@ -99,7 +104,13 @@ public sealed class CopyCursors
                 }
             }
 
-            return found >= 0 && offset + length <= ranges[found].End;
+            if (found < 0 || offset + length > ranges[found].End)
+            {
+                return false;
+            }
+
+            Interlocked.Increment(ref carried);
+            return true;
         }
 
         public void Dispose() => owner.copies.TryRemove(new KeyValuePair<Guid, Cursor>(target, this));

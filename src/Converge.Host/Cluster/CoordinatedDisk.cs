@@ -363,7 +363,7 @@ internal sealed class CoordinatedDisk : IReplicaObserver
                 }
 
                 progress.Complete();
-                Log.CopyFinished(owner.Logger, Name, "reconcile", members[0].ComponentId.ToString("N"), total, owner.Time.GetElapsedTime(started).TotalSeconds, 0);
+                Log.CopyFinished(owner.Logger, Name, "reconcile", members[0].ComponentId.ToString("N"), total, owner.Time.GetElapsedTime(started).TotalSeconds, 0, 0);
             }
 
             foreach (var member in readable)
@@ -632,7 +632,7 @@ internal sealed class CoordinatedDisk : IReplicaObserver
 
         progress.Complete();
         inheritedAbsences.Remove(component.ComponentId);
-        Log.CopyFinished(owner.Logger, Name, kind.ToString().ToLowerInvariant(), component.ComponentId.ToString("N"), copied, owner.Time.GetElapsedTime(started).TotalSeconds, pacer.ContendedBytes);
+        Log.CopyFinished(owner.Logger, Name, kind.ToString().ToLowerInvariant(), component.ComponentId.ToString("N"), copied, owner.Time.GetElapsedTime(started).TotalSeconds, pacer.ContendedBytes, cursor?.Carried ?? 0);
         Log.ComponentStateChanged(owner.Logger, Name, component.ComponentId.ToString("N"), "active", activated.Generation ?? 0, $"{kind.ToString().ToLowerInvariant()} copy complete");
 
         // Dirty bits are needed until every replica is back; then they are history.
