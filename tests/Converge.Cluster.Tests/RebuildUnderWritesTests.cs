@@ -60,8 +60,11 @@ public sealed partial class RebuildUnderWritesTests(ITestOutputHelper output)
             $"rebuild under fio: {finished.Groups["bytes"].Value} bytes copied, {carried} client writes left to the copy; fio wrote " +
             $"{written / MiB} MiB by the end of the rebuild, {summary.WriteBytes / MiB} MiB in all, verified {summary.ReadBytes / MiB} MiB");
         Assert.True(carried > 0, "no client write was left to the copy");
+
+        // fio kept the coordinator busy the whole time, so the copy ran at the contended rate (ResyncPacer's wiring).
+        Assert.True(long.Parse(finished.Groups["paced"].Value, CultureInfo.InvariantCulture) > 0, "the copy was not paced for a busy client");
     }
 
-    [GeneratedRegex(@"rebuild of component \w+ finished: (?<bytes>\d+) bytes in [\d.]+ s \(\d+ of them paced for busy clients; (?<carried>\d+) client writes left to the copy\)")]
+    [GeneratedRegex(@"rebuild of component \w+ finished: (?<bytes>\d+) bytes in [\d.]+ s \((?<paced>\d+) of them paced for busy clients; (?<carried>\d+) client writes left to the copy\)")]
     private static partial Regex CopyFinished();
 }
