@@ -430,7 +430,7 @@ public sealed class ReplicatedVolume : IBlockVolume
     /// from an active replica after this write (see <see cref="CopyCursors"/>). Asked with the range lock held.
     /// </summary>
     private bool CopyWillCarry(Guid componentId, long offset, long length) =>
-        _copies is { IsEmpty: false } copies && !_readable.Contains(componentId) && copies.IsAhead(componentId, offset, length);
+        _copies is { IsEmpty: false } copies && !_readable.Contains(componentId) && copies.TryCarry(componentId, offset, length);
 
     /// <summary>Awaits every task; replica failures are gathered into one <see cref="ReplicaFailureException"/>.</summary>
     private async Task CollectAsync(Task[] tasks, Func<int, Guid> componentOf)

@@ -15,7 +15,7 @@ public class CopyCursorTests
     private const int Group = 8 * Block;
 
     [Fact]
-    public void A_write_is_ahead_only_when_wholly_inside_a_range_the_copy_has_not_reached()
+    public void A_write_is_carried_only_when_wholly_inside_a_range_the_copy_has_not_reached()
     {
         var copies = new CopyCursors();
         var target = Guid.NewGuid();
@@ -23,26 +23,27 @@ public class CopyCursorTests
         Assert.NotNull(cursor);
         Assert.False(copies.IsEmpty);
 
-        Assert.True(copies.IsAhead(target, 0, Block));
-        Assert.True(copies.IsAhead(target, (2 << 20) + Block, Block));
-        Assert.False(copies.IsAhead(target, 1 << 20, Block), "a gap between ranges is not copied: writes there must reach the target");
-        Assert.False(copies.IsAhead(target, (1 << 20) - Block, 2 * Block), "a write over a range's end must reach the target");
-        Assert.False(copies.IsAhead(target, (3 << 20) - Block, 2 * Block), "a write past the last range must reach the target");
-        Assert.False(copies.IsAhead(Guid.NewGuid(), 0, Block), "another component has no copy");
+        Assert.True(copies.TryCarry(target, 0, Block));
+        Assert.True(copies.TryCarry(target, (2 << 20) + Block, Block));
+        Assert.False(copies.TryCarry(target, 1 << 20, Block), "a gap between ranges is not copied: writes there must reach the target");
+        Assert.False(copies.TryCarry(target, (1 << 20) - Block, 2 * Block), "a write over a range's end must reach the target");
+        Assert.False(copies.TryCarry(target, (3 << 20) - Block, 2 * Block), "a write past the last range must reach the target");
+        Assert.False(copies.TryCarry(Guid.NewGuid(), 0, Block), "another component has no copy");
 
         cursor.Advance(256 << 10);
-        Assert.False(copies.IsAhead(target, 0, Block), "behind the cursor: already copied");
-        Assert.False(copies.IsAhead(target, (256 << 10) - Block, 2 * Block), "straddling the cursor");
-        Assert.True(copies.IsAhead(target, 256 << 10, Block));
+        Assert.False(copies.TryCarry(target, 0, Block), "behind the cursor: already copied");
+        Assert.False(copies.TryCarry(target, (256 << 10) - Block, 2 * Block), "straddling the cursor");
+        Assert.True(copies.TryCarry(target, 256 << 10, Block));
 
         // Advancing never goes back (pieces in flight finish out of order).
         cursor.Advance(128 << 10);
-        Assert.False(copies.IsAhead(target, 128 << 10, Block));
+        Assert.False(copies.TryCarry(target, 128 << 10, Block));
 
+        Assert.Equal(3, cursor.Carried);
         Assert.Null(copies.Begin(target, [new ChangedRange(0, Block)]));
         cursor.Dispose();
         Assert.True(copies.IsEmpty);
-        Assert.False(copies.IsAhead(target, 3 << 20, Block));
+        Assert.False(copies.TryCarry(target, 3 << 20, Block));
         Assert.Throws<ArgumentException>(() => copies.Begin(target, [new ChangedRange(Block, Block), new ChangedRange(0, Block)]));
     }
 

@@ -12,7 +12,7 @@ namespace Converge.Coordinator.Tracking;
 /// </summary>
 /// <remarks>
 /// Safe because of two orders: a copy moves its cursor past a chunk before it releases the chunk's exclusive range
-/// lock, and a write asks <see cref="IsAhead"/> only while holding its own (shared) range lock. So a write sees a
+/// lock, and a write asks <see cref="TryCarry"/> only while holding its own (shared) range lock. So a write sees a
 /// chunk as ahead only if the chunk's copy has not started, and that copy then waits for the write and reads its
 /// data. Writes that straddle the cursor or a range's edge go to the target as before. The skipped write still marks
 /// the active replicas dirty where a sibling is missing, so a copy that fails part way is redone from complete
@@ -45,12 +45,12 @@ public sealed class CopyCursors
     }
 
     /// <summary>
-    /// Whether the write of <paramref name="length"/> bytes at <paramref name="offset"/> (component offsets) into
-    /// <paramref name="target"/> lies wholly inside a range that its copy has not reached: the copy will carry it. Asked
-    /// by a write that then skips the target (counted in <see cref="Cursor.Carried"/>).
+    /// Leaves the write of <paramref name="length"/> bytes at <paramref name="offset"/> (component offsets) into
+    /// <paramref name="target"/> to its copy when it lies wholly inside a range the copy has not reached: true means the
+    /// caller skips the target (counted in <see cref="Cursor.Carried"/>).
     /// </summary>
-    public bool IsAhead(Guid target, long offset, long length) =>
-        copies.TryGetValue(target, out var cursor) && cursor.IsAhead(offset, length);
+    public bool TryCarry(Guid target, long offset, long length) =>
+        copies.TryGetValue(target, out var cursor) && cursor.TryCarry(offset, length);
 
     /// <summary>One registered copy; <see cref="Advance"/> is called with the chunk's range lock still held.</summary>
     public sealed class Cursor : IDisposable
@@ -81,7 +81,7 @@ public sealed class CopyCursors
             }
         }
 
-        internal bool IsAhead(long offset, long length)
+        internal bool TryCarry(long offset, long length)
         {
             if (offset < Volatile.Read(ref copiedTo) || length <= 0)
             {
