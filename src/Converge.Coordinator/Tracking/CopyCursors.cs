@@ -22,8 +22,12 @@ public sealed class CopyCursors
 {
     private readonly ConcurrentDictionary<Guid, Cursor> copies = new();
 
+    // ConcurrentDictionary.IsEmpty takes every lock of the dictionary when it is empty, which is the usual case on
+    // the write path; a count of registered copies answers with one read.
+    private int registered;
+
     /// <summary>Whether any copy is registered: the write path's fast check.</summary>
-    public bool IsEmpty => copies.IsEmpty;
+    public bool IsEmpty => Volatile.Read(ref registered) == 0;
 
     /// <summary>
     /// Registers a copy into <paramref name="target"/> that will copy <paramref name="ranges"/> (sorted, disjoint, in
@@ -41,7 +45,13 @@ public sealed class CopyCursors
         }
 
         var cursor = new Cursor(this, target, [.. ranges]);
-        return copies.TryAdd(target, cursor) ? cursor : null;
+        if (!copies.TryAdd(target, cursor))
+        {
+            return null;
+        }
+
+        Interlocked.Increment(ref registered);
+        return cursor;
     }
 
     /// <summary>
@@ -113,6 +123,12 @@ public sealed class CopyCursors
             return true;
         }
 
-        public void Dispose() => owner.copies.TryRemove(new KeyValuePair<Guid, Cursor>(target, this));
+        public void Dispose()
+        {
+            if (owner.copies.TryRemove(new KeyValuePair<Guid, Cursor>(target, this)))
+            {
+                Interlocked.Decrement(ref owner.registered);
+            }
+        }
     }
 }
