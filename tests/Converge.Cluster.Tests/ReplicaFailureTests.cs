@@ -149,12 +149,17 @@ public sealed class RebuildTests
             },
             $"{lostHost.Name} to delete its orphaned copy {lost.Id}",
             TimeSpan.FromSeconds(60));
-        using (var log = new FileStream(lostHost.LogPath, FileMode.Open, FileAccess.Read, FileShare.ReadWrite))
-        using (var reader = new StreamReader(log))
-        {
-            // It did hold the copy (so the wait above was not vacuous) and said what it deleted.
-            Assert.Contains($"deleted orphaned component rb/{lost.Id}", await reader.ReadToEndAsync(), StringComparison.Ordinal);
-        }
+        // It did hold the copy (so the wait above was not vacuous) and said what it deleted. The console logger writes
+        // from a queue, so the line can reach the file a moment after the deletion the API already shows.
+        await TestCluster.Eventually(
+            async () =>
+            {
+                using var log = new FileStream(lostHost.LogPath, FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
+                using var reader = new StreamReader(log);
+                return (await reader.ReadToEndAsync()).Contains($"deleted orphaned component rb/{lost.Id}", StringComparison.Ordinal);
+            },
+            $"{lostHost.Name}'s log to say it deleted rb/{lost.Id}",
+            TimeSpan.FromSeconds(10));
 
         await ClusterTests.AssertReplicasIdenticalAsync(cluster, "rb");
         foreach (var host in cluster.Hosts)
