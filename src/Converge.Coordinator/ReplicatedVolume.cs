@@ -228,8 +228,8 @@ public sealed class ReplicatedVolume : IBlockVolume
     /// <summary>
     /// Copies a stripe range from an active replica to <paramref name="targets"/> while client writes to the range
     /// wait (resync, rebuild, reconcile). Holes stay holes. Returns the bytes written to each target. A copy registered
-    /// in <see cref="CopyCursors"/> passes its <paramref name="cursor"/>: it moves past the range before the range's lock
-    /// is released, so no client write can see the range as still ahead once this copy has read it.
+    /// in <see cref="CopyCursors"/> (one target) passes its <paramref name="cursor"/>: it moves past the range before the
+    /// range's lock is released, so no client write can see the range as still ahead once this copy has read it.
     /// </summary>
     public async Task<long> CopyAsync(
         int stripe, long stripeOffset, int length, IReadOnlyList<Guid> targets, Memory<byte> buffer, CancellationToken cancellationToken,
@@ -245,9 +245,11 @@ public sealed class ReplicatedVolume : IBlockVolume
         {
             var writes = new List<Task>(targets.Count);
             var ids = new List<Guid>(targets.Count);
+            var copiedEnd = 0L;
             foreach (var target in targets)
             {
                 var placement = FindPlacement(target, stripe, stripeOffset);
+                copiedEnd = stripeOffset - placement.StripeOffset + length;
                 var component = _members[target];
                 var track = WriteIntents.KindOf(slot) | (_degraded.Contains((stripe, placement.StripeOffset)) ? ChangeKinds.Dirty : ChangeKinds.None);
                 writes.Add(Bounded(component, component.WriteAsync(stripeOffset - placement.StripeOffset, data, WriteFlags.Bulk, track, cancellationToken)));
@@ -255,11 +257,7 @@ public sealed class ReplicatedVolume : IBlockVolume
             }
 
             await CollectAsync([.. writes], i => ids[i]).ConfigureAwait(false);
-            if (cursor is not null)
-            {
-                var placement = FindPlacement(targets[0], stripe, stripeOffset);
-                cursor.Advance(stripeOffset - placement.StripeOffset + length);
-            }
+            cursor?.Advance(copiedEnd);
         }
         finally
         {

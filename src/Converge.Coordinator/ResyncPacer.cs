@@ -63,7 +63,7 @@ public sealed class ResyncPacer
     /// <summary>Copies paced while clients were busy, since this pacer started.</summary>
     public long ContendedBytes { get; private set; }
 
-    /// <summary>Waits, after <paramref name="bytes"/> were copied, until the rate in force allows the next chunk.</summary>
+    /// <summary>Waits until the rate in force allows <paramref name="bytes"/> more to be copied (called once per piece).</summary>
     public Task PaceAsync(long bytes, CancellationToken cancellationToken)
     {
         var time = activity.Time;
