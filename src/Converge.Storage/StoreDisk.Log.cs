@@ -357,6 +357,16 @@ public sealed partial class StoreDisk
         return total;
     }
 
+    /// <summary>
+    /// The background flusher recycles superseded blocks at once when they reach this fraction (1/N) of the data region.
+    /// Not sooner: every flush forces all dirty data of the disk to media, and it ends the in-place epoch, so the next
+    /// overwrite of every block is redirected again and supersedes one more block. With 1/16, a 1 GiB working set on an
+    /// 8 GiB disk flushed twice a second under sequential overwrites (17 fdatasyncs in 8 s) and cost 1441-1463 µs of
+    /// host CPU per replicated MiB; with 1/4 it settled into in-place rewrites (0-2 fdatasyncs, 1203-1238 µs per MiB).
+    /// Free space running low still flushes at once.
+    /// </summary>
+    private const int RecycleFlushDivisor = 4;
+
     private async Task BackgroundLoopAsync(CancellationToken ct)
     {
         var interval = _options.BackgroundFlushInterval;
@@ -376,7 +386,7 @@ public sealed partial class StoreDisk
                     var unflushed = _dirty != _flushedDirty || _pendingFree.Count > 0 || _pendingPunch.Count > 0;
                     var waiting = SumBlocks(_pendingFree) + SumBlocks(_pendingPunch);
                     var pressure = waiting > 0 &&
-                        (waiting >= _layout.DataBlocks / 16 || _allocator.FreeBlocks < _layout.DataBlocks / 8);
+                        (waiting >= _layout.DataBlocks / RecycleFlushDivisor || _allocator.FreeBlocks < _layout.DataBlocks / 8);
                     var aged = unflushed && _options.Time.GetUtcNow() - _lastFlushAt >= _options.MaxUnflushedAge;
                     due = pressure || aged;
                 }

@@ -8,7 +8,7 @@ public sealed class StoreDiskOptions
 
     /// <summary>
     /// How often the background flusher looks at the disk; zero or infinite disables it. It flushes at once when
-    /// superseded blocks waiting for a flush to be recycled reach 1/16 of the data region or free space runs low,
+    /// superseded blocks waiting for a flush to be recycled reach a quarter of the data region or free space runs low,
     /// and otherwise only once unflushed writes are <see cref="MaxUnflushedAge"/> old. Client durability never
     /// depends on it: FLUSH and FUA flush before they are acknowledged.
     /// </summary>

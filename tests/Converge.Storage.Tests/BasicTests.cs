@@ -378,9 +378,11 @@ public sealed class BasicTests : IDisposable
     {
         var time = new ManualTimeProvider();
         await using var disk = await FormatAsync(options: Options(time: time, flushInterval: TimeSpan.FromSeconds(1), maxUnflushedAge: TimeSpan.FromHours(1)));
-        var size = disk.CapacityBytes / 8;
+        // A quarter of the data region, rounded up to whole chunks so the overwrite below supersedes all of it.
+        const int chunk = 1 << 20;
+        var size = (disk.CapacityBytes / 4 + chunk - 1) / chunk * chunk;
         var c = await disk.CreateComponentAsync(Guid.NewGuid(), "v", size, _ct);
-        var data = Random((int)Math.Min(size, 4 << 20), 2);
+        var data = Random(chunk, 2);
         for (var pass = 0; pass < 2; pass++)
         {
             for (long at = 0; at + data.Length <= size; at += data.Length)
@@ -395,7 +397,7 @@ public sealed class BasicTests : IDisposable
             }
         }
 
-        // A whole overwrite of 1/8 of the disk is waiting for recycling: the next tick flushes, long before the age.
+        // A whole overwrite of a quarter of the disk is waiting for recycling: the next tick flushes, long before the age.
         var before = disk.FlushesCompleted;
         time.Advance(TimeSpan.FromSeconds(1));
         await WaitForFlushAsync(disk, before);
