@@ -21,6 +21,9 @@ public static class StorageMetrics
     internal static readonly Counter<long> BytesWritten =
         Meter.CreateCounter<long>("converge.storage.bytes_written", unit: "By", description: "Bytes accepted from writers");
 
+    internal static readonly Counter<long> BlocksDefragmented =
+        Meter.CreateCounter<long>("converge.storage.blocks_defragmented", description: "Blocks that large reads moved into contiguous runs");
+
     internal static readonly Counter<long> Flushes =
         Meter.CreateCounter<long>("converge.storage.flushes", description: "fdatasync calls");
 }

@@ -50,6 +50,26 @@ public sealed partial class StoreDisk
         return locks;
     }
 
+    /// <summary>Most region locks one request can need: the regions a maximal request spans.</summary>
+    private const int RegionSlots = (BlockGeometry.MaxRequestBytes >> (BlockShift + RegionShift)) + 2;
+
+    /// <summary>The distinct region locks of a block range, in the one global order every holder of several takes them in.</summary>
+    private static int CollectRegions(StoreComponent c, long first, int count, int[] regions)
+    {
+        var held = 0;
+        for (var r = first >> RegionShift; r <= (first + count - 1) >> RegionShift; r++)
+        {
+            var region = Region(c, r << RegionShift);
+            if (Array.IndexOf(regions, region, 0, held) < 0)
+            {
+                regions[held++] = region;
+            }
+        }
+
+        Array.Sort(regions, 0, held);   // one global order: no deadlock between multi-region holders
+        return held;
+    }
+
     private static int Region(StoreComponent c, long block) =>
         (int)((ulong)((block >> RegionShift) ^ (c.Id.GetHashCode() * 0x9E3779B1L)) % RegionLockCount);
 
@@ -125,18 +145,8 @@ public sealed partial class StoreDisk
             }
         }
 
-        var regionsHeld = ArrayPool<int>.Shared.Rent((BlockGeometry.MaxRequestBytes >> (BlockShift + RegionShift)) + 2);
-        var heldCount = 0;
-        for (var r = first >> RegionShift; r <= (first + count - 1) >> RegionShift; r++)
-        {
-            var region = Region(c, r << RegionShift);
-            if (Array.IndexOf(regionsHeld, region, 0, heldCount) < 0)
-            {
-                regionsHeld[heldCount++] = region;
-            }
-        }
-
-        Array.Sort(regionsHeld, 0, heldCount);   // one global order: no deadlock between multi-region writers
+        var regionsHeld = ArrayPool<int>.Shared.Rent(RegionSlots);
+        var heldCount = CollectRegions(c, first, count, regionsHeld);
         var entries = ArrayPool<ulong>.Shared.Rent(count);
         var crcs = ArrayPool<uint>.Shared.Rent(count);
         var runs = ArrayPool<BlockRun>.Shared.Rent(count);

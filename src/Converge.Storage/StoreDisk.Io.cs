@@ -27,7 +27,14 @@ public sealed partial class StoreDisk
             var count = (int)(((offset + buffer.Length - 1) >> BlockShift) - first + 1);
             if ((offset & (BlockSize - 1)) == 0 && (buffer.Length & (BlockSize - 1)) == 0)
             {
-                await ReadBlocksAsync(c, first, count, buffer, ct);
+                if (WorthDefragmenting(c, first, count))
+                {
+                    await ReadAndDefragmentAsync(c, first, count, buffer, ct);
+                }
+                else
+                {
+                    await ReadBlocksAsync(c, first, count, buffer, ct);
+                }
             }
             else
             {
@@ -245,10 +252,14 @@ public sealed partial class StoreDisk
         }
     }
 
-    /// <summary>Reads whole blocks, one pread per physically contiguous run, verifying every block's CRC-32C.</summary>
-    private async ValueTask ReadBlocksAsync(StoreComponent c, long first, int count, Memory<byte> target, CancellationToken ct)
+    /// <summary>
+    /// Reads whole blocks, one pread per physically contiguous run, verifying every block's CRC-32C. With
+    /// <paramref name="snapshot"/> the caller holds the range's region locks and gets the mapping the data was read from
+    /// (a block whose mapping changed during the read may hold newer data than its snapshot entry says).
+    /// </summary>
+    private async ValueTask ReadBlocksAsync(StoreComponent c, long first, int count, Memory<byte> target, CancellationToken ct, ulong[]? snapshot = null)
     {
-        var entries = ArrayPool<ulong>.Shared.Rent(count);
+        var entries = snapshot ?? ArrayPool<ulong>.Shared.Rent(count);
         try
         {
             for (var i = 0; i < count; i++)
@@ -286,7 +297,7 @@ public sealed partial class StoreDisk
                     var block = target.Slice(k << BlockShift, BlockSize);
                     if (Checksums.Crc32C(block.Span) != BlockMap.Crc(entries[k]))
                     {
-                        await RereadMismatchAsync(c, first + k, entries[k], block, ct);
+                        await RereadMismatchAsync(c, first + k, entries[k], block, regionLocked: snapshot is not null, ct);
                     }
                 }
 
@@ -295,14 +306,20 @@ public sealed partial class StoreDisk
         }
         finally
         {
-            ArrayPool<ulong>.Shared.Return(entries);
+            if (snapshot is null)
+            {
+                ArrayPool<ulong>.Shared.Return(entries);
+            }
         }
     }
 
-    /// <summary>A concurrent overwrite may have recycled the block we read; only an unchanged mapping is a real mismatch.</summary>
-    private async ValueTask RereadMismatchAsync(StoreComponent c, long logical, ulong seen, Memory<byte> block, CancellationToken ct)
+    /// <summary>
+    /// A concurrent overwrite may have recycled the block we read; only an unchanged mapping is a real mismatch. With
+    /// <paramref name="regionLocked"/> the caller holds the block's region lock, so no in-place rewrite can be in flight.
+    /// </summary>
+    private async ValueTask RereadMismatchAsync(StoreComponent c, long logical, ulong seen, Memory<byte> block, bool regionLocked, CancellationToken ct)
     {
-        var lockedRead = false;
+        var lockedRead = regionLocked;
         for (var attempt = 0; attempt < 8; attempt++)
         {
             var current = c.Map.Get(logical);

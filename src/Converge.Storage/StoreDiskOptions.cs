@@ -31,6 +31,13 @@ public sealed class StoreDiskOptions
     /// </summary>
     public bool RewriteInPlace { get; init; } = Environment.GetEnvironmentVariable("CONVERGE_STORE_REWRITE_IN_PLACE") != "0";
 
+    /// <summary>
+    /// Large reads that find their blocks scattered move them into one contiguous run (docs/local-store.md,
+    /// "Defragmenting reads"). On by default; <c>CONVERGE_STORE_DEFRAG=0</c> in the environment turns it off (for A/B
+    /// benchmarks).
+    /// </summary>
+    public bool DefragmentOnRead { get; init; } = Environment.GetEnvironmentVariable("CONVERGE_STORE_DEFRAG") != "0";
+
     public ILogger? Logger { get; init; }
 }
 
