@@ -22,6 +22,14 @@ public sealed class NbdServerOptions
     /// <summary>Payload bytes (READ and WRITE) a single connection may have in flight before the server stops reading.</summary>
     public long MaxInFlightBytes { get; init; } = 256L * 1024 * 1024;
 
+    /// <summary>
+    /// READ and WRITE requests of at least this many bytes run on the thread pool instead of the connection's reader,
+    /// so one connection's large requests use more than one core (0: never). <c>CONVERGE_NBD_OFFLOAD_BYTES</c> in the
+    /// environment overrides the default (for A/B benchmarks).
+    /// </summary>
+    public int OffloadBytes { get; init; } =
+        int.TryParse(Environment.GetEnvironmentVariable("CONVERGE_NBD_OFFLOAD_BYTES"), out var bytes) ? bytes : 256 * 1024;
+
     /// <summary>Throws <see cref="ArgumentException"/> with an operator-readable message when a value is out of range.</summary>
     public void Validate()
     {
