@@ -1,3 +1,5 @@
+using System.Numerics;
+
 namespace Converge.Storage;
 
 internal readonly record struct BlockRun(long Start, int Count);
@@ -106,8 +108,12 @@ internal sealed class Allocator
                 block = 0;
             }
 
-            if ((block & 63) == 0 && block + 64 <= Blocks && runStart < 0 && _bits[block >> 6] == ulong.MaxValue)
+            if ((block & 63) == 0 && block + 64 <= Blocks && runStart < 0 && !HasFreeLane(_bits[block >> 6]))
             {
+                // No long run can lie in this word alone (a run of LargeRun blocks always covers a whole free 16-block
+                // lane): skip it, keeping only the free blocks at its top as the start of a run going on in the next.
+                var top = BitOperations.LeadingZeroCount(_bits[block >> 6]);
+                runStart = top > 0 ? block + 64 - top : -1;
                 block += 63;
                 scanned += 63;
                 continue;
@@ -154,6 +160,10 @@ internal sealed class Allocator
 
         return runCount;
     }
+
+    /// <summary>Whether any of the word's four aligned 16-block lanes is wholly free (after random 4 KiB writes most words have free blocks, few a free lane).</summary>
+    private static bool HasFreeLane(ulong used) =>
+        (used & 0xFFFF) == 0 || (used & 0xFFFF_0000) == 0 || (used & 0xFFFF_0000_0000) == 0 || (used & 0xFFFF_0000_0000_0000) == 0;
 
     private int AllocateNextFit(int count, Span<BlockRun> runs)
     {
