@@ -81,6 +81,36 @@ internal sealed class Allocator
     }
 
     /// <summary>
+    /// Allocates <paramref name="count"/> blocks as at most <paramref name="maxRuns"/> long runs, or nothing (0). On
+    /// failure the blocks it looked at go back without pulling the search back to them, as a release would: the next
+    /// try goes on further (a probe that released its fragments kept re-scanning the same fragmented stretch).
+    /// </summary>
+    public int AllocateLong(int count, Span<BlockRun> runs, int maxRuns)
+    {
+        if (count < LargeRun || NoLargeRuns || count > FreeBlocks)
+        {
+            return 0;
+        }
+
+        var runCount = TakeLongRuns(count, runs, out var taken);
+        if (taken == count && runCount <= maxRuns)
+        {
+            return runCount;
+        }
+
+        foreach (var run in runs[..runCount])
+        {
+            for (var b = run.Start; b < run.Start + run.Count; b++)
+            {
+                _bits[b >> 6] &= ~(1UL << (int)(b & 63));
+            }
+        }
+
+        FreeBlocks += taken;
+        return 0;
+    }
+
+    /// <summary>
     /// Takes free runs of at least <see cref="LargeRun"/> blocks (the last one may be cut to what is still needed),
     /// scanning at most <see cref="MaxScan"/> blocks from <see cref="_largeCursor"/>, where the next search goes on.
     /// </summary>

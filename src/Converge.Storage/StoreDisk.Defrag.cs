@@ -161,15 +161,17 @@ public sealed partial class StoreDisk
         {
             lock (_meta)
             {
-                if (c.Deleted || count > _allocator.FreeBlocks)
+                if (c.Deleted)
                 {
                     return;
                 }
 
-                runCount = _allocator.Allocate(count, runs);
-                if (runCount * DefragBlocksPerRun > count)
+                // Only long free runs, few enough to beat the scattered layout; none found in this stretch of the
+                // bitmap: give up (the next relocation looks further on).
+                runCount = _allocator.AllocateLong(count, runs, count / DefragBlocksPerRun);
+                if (runCount == 0)
                 {
-                    return;   // the free space is as scattered as the data: nothing to gain (released below)
+                    return;
                 }
 
                 MarkAllocatedLocked(runs.AsSpan(0, runCount));

@@ -83,6 +83,40 @@ public sealed class AllocatorTests
         Assert.Equal(new BlockRun(190_000, 64), runs[0]);
     }
 
+    [Fact]
+    public void A_failed_long_allocation_gives_its_blocks_back_and_the_next_one_looks_further_on()
+    {
+        const int blocks = 200_000;
+        var allocator = new Allocator(blocks);
+        var runs = new BlockRun[blocks];
+        allocator.Allocate(blocks, runs);
+        for (var b = 0; b < 150_000; b += 2)
+        {
+            allocator.Release(b, 1);
+        }
+
+        allocator.Release(160_000, 40);   // long, but not enough alone
+        allocator.Release(190_000, 64);
+        var free = allocator.FreeBlocks;
+
+        // Two stretches of fragments, then one where 64 blocks take two runs: more than allowed. Nothing is kept.
+        for (var i = 0; i < 3; i++)
+        {
+            Assert.Equal(0, allocator.AllocateLong(64, runs, maxRuns: 1));
+            Assert.Equal(free, allocator.FreeBlocks);
+        }
+
+        // The fourth goes on from where the third stopped instead of starting over at the fragments.
+        Assert.Equal(1, allocator.AllocateLong(64, runs, maxRuns: 1));
+        Assert.Equal(new BlockRun(190_000, 64), runs[0]);
+        Assert.Equal(free - 64, allocator.FreeBlocks);
+
+        // Every block the failed tries looked at is still free.
+        Assert.All(Enumerable.Range(160_000, 40), b => Assert.False(allocator.IsUsed(b)));
+        Assert.All(Enumerable.Range(190_000 - 8, 8), b => Assert.True(allocator.IsUsed(b)));
+        Assert.False(allocator.IsUsed(0));
+    }
+
     [Theory]
     [MemberData(nameof(Seeds))]
     public void Random_allocations_and_releases_never_hand_out_a_block_twice(int seed)
