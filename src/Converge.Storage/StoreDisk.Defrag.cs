@@ -48,7 +48,8 @@ public sealed partial class StoreDisk
 
     private bool WorthDefragmenting(StoreComponent c, long first, int count)
     {
-        if (!_options.DefragmentOnRead || count < DefragMinBlocks || _failed)
+        // Needs the in-place admission (a flush waits for admitted writers only when in-place rewrites are on).
+        if (!_options.DefragmentOnRead || !_options.RewriteInPlace || count < DefragMinBlocks || _failed)
         {
             return false;
         }

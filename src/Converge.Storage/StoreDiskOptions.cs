@@ -34,7 +34,7 @@ public sealed class StoreDiskOptions
     /// <summary>
     /// Large reads that find their blocks scattered move them into one contiguous run (docs/local-store.md,
     /// "Defragmenting reads"). On by default; <c>CONVERGE_STORE_DEFRAG=0</c> in the environment turns it off (for A/B
-    /// benchmarks).
+    /// benchmarks). Off whenever <see cref="RewriteInPlace"/> is: a relocation relies on the in-place admission.
     /// </summary>
     public bool DefragmentOnRead { get; init; } = Environment.GetEnvironmentVariable("CONVERGE_STORE_DEFRAG") != "0";
 
