@@ -203,16 +203,9 @@ public sealed partial class StoreDisk
         }
         finally
         {
-            if (!committed && runCount > 0)
+            if (!committed)
             {
-                // Never referenced by any record: reusable at once.
-                lock (_meta)
-                {
-                    for (var r = 0; r < runCount; r++)
-                    {
-                        _allocator.Release(runs[r].Start, runs[r].Count);
-                    }
-                }
+                ReleaseUnreferenced(runs.AsSpan(0, runCount));
             }
 
             ArrayPool<BlockRun>.Shared.Return(runs);

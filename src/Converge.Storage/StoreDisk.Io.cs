@@ -491,20 +491,30 @@ public sealed partial class StoreDisk
         }
         finally
         {
-            if (!committed && runCount > 0)
+            if (!committed)
             {
-                // Never referenced by any record: reusable at once.
-                lock (_meta)
-                {
-                    for (var r = 0; r < runCount; r++)
-                    {
-                        _allocator.Release(runs[r].Start, runs[r].Count);
-                    }
-                }
+                ReleaseUnreferenced(runs.AsSpan(0, runCount));
             }
 
             ArrayPool<BlockRun>.Shared.Return(runs);
             ArrayPool<uint>.Shared.Return(crcs);
+        }
+    }
+
+    /// <summary>Gives back allocated blocks that no record references yet (a write or relocation that did not commit): reusable at once.</summary>
+    private void ReleaseUnreferenced(ReadOnlySpan<BlockRun> runs)
+    {
+        if (runs.IsEmpty)
+        {
+            return;
+        }
+
+        lock (_meta)
+        {
+            foreach (var run in runs)
+            {
+                _allocator.Release(run.Start, run.Count);
+            }
         }
     }
 

@@ -60,14 +60,7 @@ public sealed class AllocatorTests
     [Fact]
     public void A_large_allocation_scans_a_bounded_stretch_and_the_next_one_goes_on_from_there()
     {
-        const int blocks = 200_000;
-        var allocator = new Allocator(blocks);
-        var runs = new BlockRun[blocks];
-        allocator.Allocate(blocks, runs);
-        for (var b = 0; b < 150_000; b += 2)
-        {
-            allocator.Release(b, 1);
-        }
+        var (allocator, runs) = FragmentedFull(200_000, 150_000);
 
         allocator.Release(190_000, 64);
 
@@ -86,14 +79,7 @@ public sealed class AllocatorTests
     [Fact]
     public void A_failed_long_allocation_gives_its_blocks_back_and_the_next_one_looks_further_on()
     {
-        const int blocks = 200_000;
-        var allocator = new Allocator(blocks);
-        var runs = new BlockRun[blocks];
-        allocator.Allocate(blocks, runs);
-        for (var b = 0; b < 150_000; b += 2)
-        {
-            allocator.Release(b, 1);
-        }
+        var (allocator, runs) = FragmentedFull(200_000, 150_000);
 
         allocator.Release(160_000, 40);   // long, but not enough alone
         allocator.Release(190_000, 64);
@@ -166,6 +152,20 @@ public sealed class AllocatorTests
 
             Assert.Equal(blocks - owned.Count(o => o), allocator.FreeBlocks);
         }
+    }
+
+    /// <summary>A full allocator whose first <paramref name="fragmented"/> blocks then came back every other one (4 KiB rewrites' leftovers).</summary>
+    private static (Allocator Allocator, BlockRun[] Runs) FragmentedFull(int blocks, int fragmented)
+    {
+        var allocator = new Allocator(blocks);
+        var runs = new BlockRun[blocks];
+        allocator.Allocate(blocks, runs);
+        for (var b = 0; b < fragmented; b += 2)
+        {
+            allocator.Release(b, 1);
+        }
+
+        return (allocator, runs);
     }
 
     private static int LongestFreeRun(bool[] owned)

@@ -51,21 +51,7 @@ public sealed class DefragTests : IDisposable
         return runs;
     }
 
-    private static async Task AssertVersionsAsync(StoreComponent c, long first, int count, int version)
-    {
-        var back = new byte[count * Block];
-        await c.ReadAsync(first * Block, back, CancellationToken.None);
-        for (var i = 0; i < count; i++)
-        {
-            Assert.Equal(version, VersionOf(back.AsSpan(i * Block, Block), first + i));
-        }
-    }
 
-    private static void Overwrite(string path, long offset, ReadOnlySpan<byte> data)
-    {
-        using var handle = File.OpenHandle(path, FileMode.Open, FileAccess.ReadWrite);
-        RandomAccess.Write(handle, data, offset);
-    }
 
     [Fact]
     public async Task A_large_read_of_scattered_blocks_moves_them_into_one_run_that_survives_a_reopen()
@@ -218,17 +204,7 @@ public sealed class DefragTests : IDisposable
         long?[] flushedAt;
         using (var stop = new CancellationTokenSource())
         {
-            var flusher = Task.Run(
-                async () =>
-                {
-                    var rng = new Random(98);
-                    while (!stop.IsCancellationRequested)
-                    {
-                        await Task.Delay(rng.Next(0, 5), Ct);
-                        await c.FlushAsync(Ct);
-                    }
-                },
-                Ct);
+            var flusher = FlushAtRandomAsync(c, seed: 98, maxGapMs: 5, stop.Token, Ct);
             var readers = Enumerable.Range(0, 2).Select(r => Task.Run(() => ReadAsync(50 + r, stop.Token), Ct)).ToArray();
             await Task.WhenAll(Enumerable.Range(0, writersCount).Select(w => Task.Run(() => WriteAsync(w, w, 1500), Ct)));
             await stop.CancelAsync();

@@ -21,11 +21,6 @@ public sealed class InPlaceTests : IDisposable
         _dir.Dispose();
     }
 
-    private static void Overwrite(string path, long offset, ReadOnlySpan<byte> data)
-    {
-        using var handle = File.OpenHandle(path, FileMode.Open, FileAccess.ReadWrite);
-        RandomAccess.Write(handle, data, offset);
-    }
 
     [Fact]
     public async Task Unflushed_blocks_are_rewritten_in_place_and_flushed_ones_are_redirected()
@@ -200,17 +195,7 @@ public sealed class InPlaceTests : IDisposable
         // Phase 1: writers (in place and redirected) with flushes arriving at any moment.
         using (var stop = new CancellationTokenSource())
         {
-            var flusher = Task.Run(
-                async () =>
-                {
-                    var rng = new Random(99);
-                    while (!stop.IsCancellationRequested)
-                    {
-                        await Task.Delay(rng.Next(0, 3), Ct);
-                        await c.FlushAsync(Ct);
-                    }
-                },
-                Ct);
+            var flusher = FlushAtRandomAsync(c, seed: 99, maxGapMs: 3, stop.Token, Ct);
             await Task.WhenAll(Enumerable.Range(0, writersCount).Select(w => Task.Run(() => WriteAsync(w, w, 600, fua: true), Ct)));
             await stop.CancelAsync();
             await flusher;
@@ -304,15 +289,6 @@ public sealed class InPlaceTests : IDisposable
         }
     }
 
-    private static async Task AssertVersionsAsync(StoreComponent c, long first, int count, int version)
-    {
-        var back = new byte[count * Block];
-        await c.ReadAsync(first * Block, back, CancellationToken.None);
-        for (var i = 0; i < count; i++)
-        {
-            Assert.Equal(version, VersionOf(back.AsSpan(i * Block, Block), first + i));
-        }
-    }
 }
 
 public sealed class ChecksumTests

@@ -151,6 +151,37 @@ internal static class Data
         return version;
     }
 
+    /// <summary>Writes raw bytes into a (copied) disk file, as a crash that tore or lost them would leave it.</summary>
+    public static void Overwrite(string path, long offset, ReadOnlySpan<byte> data)
+    {
+        using var handle = File.OpenHandle(path, FileMode.Open, FileAccess.ReadWrite);
+        RandomAccess.Write(handle, data, offset);
+    }
+
+    /// <summary>Reads blocks [first, first + count) and asserts every one is a clean <paramref name="version"/>.</summary>
+    public static async Task AssertVersionsAsync(StoreComponent c, long first, int count, int version)
+    {
+        var back = new byte[count * Block];
+        await c.ReadAsync(first * Block, back, CancellationToken.None);
+        for (var i = 0; i < count; i++)
+        {
+            Assert.Equal(version, VersionOf(back.AsSpan(i * Block, Block), first + i));
+        }
+    }
+
+    /// <summary>Flushes at random moments (0 to <paramref name="maxGapMs"/> ms apart) until <paramref name="stop"/> fires.</summary>
+    public static Task FlushAtRandomAsync(StoreComponent c, int seed, int maxGapMs, CancellationToken stop, CancellationToken ct) => Task.Run(
+        async () =>
+        {
+            var rng = new Random(seed);
+            while (!stop.IsCancellationRequested)
+            {
+                await Task.Delay(rng.Next(0, maxGapMs), ct);
+                await c.FlushAsync(ct);
+            }
+        },
+        ct);
+
     public static byte[] Random(int length, int seed)
     {
         var data = new byte[length];
