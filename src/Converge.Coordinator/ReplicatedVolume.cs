@@ -385,26 +385,34 @@ public sealed class ReplicatedVolume : IBlockVolume
 
             var tasks = new List<Task>(segments.Count * (_map.Layout.ReplicaCount + 1));
             var ids = new List<Guid>(tasks.Capacity);
-            foreach (var segment in segments)
-            {
-                for (var replica = 0; replica < _map.Layout.ReplicaCount; replica++)
-                {
-                    var placement = _map.Find(replica, segment.Stripe, segment.StripeOffset);
-                    var track = WriteIntents.KindOf(slot) |
-                                (_degraded.Contains((segment.Stripe, placement.StripeOffset)) ? ChangeKinds.Dirty : ChangeKinds.None);
-                    var at = segment.StripeOffset - placement.StripeOffset;
-                    if (_members.TryGetValue(placement.ComponentId, out var component) && !CopyWillCarry(placement.ComponentId, at, segment.Length))
-                    {
-                        tasks.Add(Bounded(component, operation(component, segment, at, track, cancellationToken)));
-                        ids.Add(placement.ComponentId);
-                    }
 
-                    // A move's new copy (same range) gets every write from the moment it joins, like a rebuild target.
-                    if (_map.IncomingFor(placement.ComponentId) is { } incoming && _members.TryGetValue(incoming.ComponentId, out var target) &&
-                        !CopyWillCarry(incoming.ComponentId, segment.StripeOffset - incoming.StripeOffset, segment.Length))
+            // Remote members first: a local page-cache write completes synchronously inside its call, so issued first
+            // it would hold back the sends, and the peers would start only after it (QD1 latency, docs/io-path.md).
+            for (var pass = 0; pass < 2; pass++)
+            {
+                var local = pass == 1;
+                foreach (var segment in segments)
+                {
+                    for (var replica = 0; replica < _map.Layout.ReplicaCount; replica++)
                     {
-                        tasks.Add(Bounded(target, operation(target, segment, segment.StripeOffset - incoming.StripeOffset, track, cancellationToken)));
-                        ids.Add(incoming.ComponentId);
+                        var placement = _map.Find(replica, segment.Stripe, segment.StripeOffset);
+                        var track = WriteIntents.KindOf(slot) |
+                                    (_degraded.Contains((segment.Stripe, placement.StripeOffset)) ? ChangeKinds.Dirty : ChangeKinds.None);
+                        var at = segment.StripeOffset - placement.StripeOffset;
+                        if (_members.TryGetValue(placement.ComponentId, out var component) && component.IsLocal == local &&
+                            !CopyWillCarry(placement.ComponentId, at, segment.Length))
+                        {
+                            tasks.Add(Bounded(component, operation(component, segment, at, track, cancellationToken)));
+                            ids.Add(placement.ComponentId);
+                        }
+
+                        // A move's new copy (same range) gets every write from the moment it joins, like a rebuild target.
+                        if (_map.IncomingFor(placement.ComponentId) is { } incoming && _members.TryGetValue(incoming.ComponentId, out var target) &&
+                            target.IsLocal == local && !CopyWillCarry(incoming.ComponentId, segment.StripeOffset - incoming.StripeOffset, segment.Length))
+                        {
+                            tasks.Add(Bounded(target, operation(target, segment, segment.StripeOffset - incoming.StripeOffset, track, cancellationToken)));
+                            ids.Add(incoming.ComponentId);
+                        }
                     }
                 }
             }
