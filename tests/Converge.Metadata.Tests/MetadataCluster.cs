@@ -1,5 +1,4 @@
 using System.Net;
-using System.Net.Sockets;
 using Converge.Metadata.Raft;
 
 namespace Converge.Metadata.Tests;
@@ -46,7 +45,7 @@ internal sealed class MetadataCluster : IAsyncDisposable
     public Member AddMember(bool coldStart)
     {
         var member = new Member(
-            Path.Combine(root, $"node{Members.Count}"), new IPEndPoint(IPAddress.Loopback, FreePort()), coldStart, snapshotInterval);
+            Path.Combine(root, $"node{Members.Count}"), new IPEndPoint(IPAddress.Loopback, Converge.TestKit.FreePort.Allocate()), coldStart, snapshotInterval);
         Members.Add(member);
         return member;
     }
@@ -138,13 +137,6 @@ internal sealed class MetadataCluster : IAsyncDisposable
         {
             // best effort
         }
-    }
-
-    private static int FreePort()
-    {
-        using var listener = new TcpListener(IPAddress.Loopback, 0);
-        listener.Start();
-        return ((IPEndPoint)listener.LocalEndpoint).Port;
     }
 
     internal sealed class Member(string directory, IPEndPoint endPoint, bool coldStart, int snapshotInterval)
