@@ -23,8 +23,9 @@ public sealed class NbdServerOptions
     public long MaxInFlightBytes { get; init; } = 256L * 1024 * 1024;
 
     /// <summary>
-    /// READ and WRITE requests of at least this many bytes run on the thread pool instead of the connection's reader,
-    /// so one connection's large requests use more than one core (0: never). <c>CONVERGE_NBD_OFFLOAD_BYTES</c> in the
+    /// READ requests of at least this many bytes run on the thread pool instead of the connection's reader, so one
+    /// connection's large reads use more than one core (0: never). WRITEs always start on the reader, which holds their
+    /// just-received payload in its core's cache (docs/io-path.md). <c>CONVERGE_NBD_OFFLOAD_BYTES</c> in the
     /// environment overrides the default (for A/B benchmarks).
     /// </summary>
     public int OffloadBytes { get; init; } =

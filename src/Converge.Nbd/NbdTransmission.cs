@@ -209,10 +209,11 @@ internal sealed class NbdTransmission
     private void Start(NbdRequest request, byte[]? payload)
     {
         var startTimestamp = _options.Time.GetTimestamp();
-        if (_options.OffloadBytes > 0 && request.Length >= (uint)_options.OffloadBytes && request.Command is NbdCommand.Read or NbdCommand.Write)
+        if (_options.OffloadBytes > 0 && request.Length >= (uint)_options.OffloadBytes && request.Command is NbdCommand.Read)
         {
-            // Page-cache I/O completes synchronously, so a large request started here would hold the reader (on the
+            // Page-cache I/O completes synchronously, so a large read started here would hold the reader (on the
             // socket's event thread) for its whole copy and checksum: the connection's requests would use one core.
+            // Writes stay: their payload is hot in this core's cache, and their receive is serial on the reader anyway.
             ThreadPool.UnsafeQueueUserWorkItem(
                 static state => _ = state.Self.CompleteAsync(state.Request, state.Payload, state.Self.ExecuteAsync(state.Request, state.Payload), state.Started),
                 (Self: this, Request: request, Payload: payload, Started: startTimestamp),
