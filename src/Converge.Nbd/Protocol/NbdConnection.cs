@@ -14,7 +14,15 @@ internal sealed class NbdConnection : IDisposable
     /// <summary>Receive buffer size: many small requests per receive; a WRITE payload beyond what is buffered is received straight into its own buffer.</summary>
     public const int ReceiveBufferSize = 256 * 1024;
 
+    /// <summary>
+    /// Most bytes the receive after a payload received straight from the socket may take: a client streaming large
+    /// writes sends the next header with the next payload behind it, and whatever part of that payload lands in the
+    /// buffer is copied out again (a 256 KiB receive copied a quarter of every 1 MiB write twice).
+    /// </summary>
+    private const int ReceiveAfterLargePayload = 4096;
+
     private byte[]? _receive = ArrayPool<byte>.Shared.Rent(ReceiveBufferSize);
+    private bool _lastPayloadLarge;
     private ArrayBufferWriter<byte>? _output;
 
     public NbdConnection(Socket socket)
@@ -67,7 +75,14 @@ internal sealed class NbdConnection : IDisposable
             Start = 0;
         }
 
-        var n = await Socket.ReceiveAsync(buffer.AsMemory(End), SocketFlags.None, cancellationToken);
+        var room = buffer.Length - End;
+        if (_lastPayloadLarge)
+        {
+            _lastPayloadLarge = false;
+            room = Math.Min(room, Math.Max(needed, ReceiveAfterLargePayload));
+        }
+
+        var n = await Socket.ReceiveAsync(buffer.AsMemory(End, room), SocketFlags.None, cancellationToken);
         End += n;
         return n;
     }
@@ -101,6 +116,7 @@ internal sealed class NbdConnection : IDisposable
             return true;
         }
 
+        _lastPayloadLarge = true;
         while (!destination.IsEmpty)
         {
             var n = await Socket.ReceiveAsync(destination, SocketFlags.None, cancellationToken);
