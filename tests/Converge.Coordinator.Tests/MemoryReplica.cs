@@ -5,9 +5,11 @@ namespace Converge.Coordinator.Tests;
 
 /// <summary>
 /// A component in memory. With <paramref name="yields"/> every operation first yields, as a remote one would, so that
-/// concurrent writes and copies interleave.
+/// concurrent writes and copies interleave. <paramref name="writeOrder"/>, when given, gets the component's id as each
+/// write is issued (shared by the components of one volume, it shows the order the coordinator issued them in).
 /// </summary>
-internal sealed class MemoryReplica(Guid id, int size, bool yields = false) : IReplicaComponent
+internal sealed class MemoryReplica(Guid id, int size, bool yields = false, bool isLocal = true, System.Collections.Concurrent.ConcurrentQueue<Guid>? writeOrder = null)
+    : IReplicaComponent
 {
     public byte[] Bytes { get; } = new byte[size];
 
@@ -19,7 +21,7 @@ internal sealed class MemoryReplica(Guid id, int size, bool yields = false) : IR
 
     public Guid ComponentId => id;
 
-    public bool IsLocal => true;
+    public bool IsLocal => isLocal;
 
     public string Name => id.ToString("N");
 
@@ -39,6 +41,7 @@ internal sealed class MemoryReplica(Guid id, int size, bool yields = false) : IR
 
     public async ValueTask WriteAsync(long offset, ReadOnlyMemory<byte> data, WriteFlags flags, ChangeKinds track, CancellationToken cancellationToken)
     {
+        writeOrder?.Enqueue(id);
         await YieldAsync();
         Interlocked.Increment(ref writes);
         data.CopyTo(Bytes.AsMemory((int)offset));

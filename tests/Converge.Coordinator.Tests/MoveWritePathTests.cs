@@ -52,6 +52,32 @@ public class MoveWritePathTests
         Assert.False(layout.IsAccessible(c => c.ComponentId != r0.ComponentId && c.ComponentId != r1.ComponentId));
     }
 
+    [Fact]
+    public async Task A_write_is_issued_to_remote_replicas_before_the_local_one()
+    {
+        // Replica 0 is local and comes first in the layout; the coordinator must still start the remote write first, so
+        // the local page-cache copy (which completes inside its call) does not hold back the send.
+        var r0 = Data(0, "h1");
+        var r1 = Data(1, "h2");
+        var witness = new ComponentPlacement(Guid.NewGuid(), ComponentRole.Witness, -1, -1, 0, 0, "h3", "h3", "d3", 1, 0);
+        var layout = new ObjectLayout(Guid.NewGuid(), ObjectSize, 2, 1, 1 << 20, ObjectSize, [r0, r1, witness]);
+        var order = new System.Collections.Concurrent.ConcurrentQueue<Guid>();
+        var local = new MemoryReplica(r0.ComponentId, ObjectSize, isLocal: true, writeOrder: order);
+        var remote = new MemoryReplica(r1.ComponentId, ObjectSize, yields: true, isLocal: false, writeOrder: order);
+        var volume = new ReplicatedVolume(
+            "v", ObjectSize, 2, new StripeMap(layout),
+            new Dictionary<Guid, IReplicaComponent> { [r0.ComponentId] = local, [r1.ComponentId] = remote },
+            new HashSet<Guid> { r0.ComponentId, r1.ComponentId, witness.ComponentId }, new WriteIntents(), new RangeLock());
+
+        var data = new byte[8192];
+        Array.Fill(data, (byte)0x3C);
+        await volume.WriteAsync(4096, data, WriteFlags.None, CancellationToken.None);
+
+        Assert.Equal([r1.ComponentId, r0.ComponentId], order.ToArray());
+        Assert.True(local.Bytes.AsSpan(4096, 8192).SequenceEqual(data));
+        Assert.True(remote.Bytes.AsSpan(4096, 8192).SequenceEqual(data));
+    }
+
     private static ComponentPlacement Data(int replica, string host) =>
         new(Guid.NewGuid(), ComponentRole.Data, replica, 0, 0, ObjectSize, host, host, "d-" + host, 1, 0);
 }
