@@ -174,6 +174,37 @@ public sealed class RealClientTests : IClassFixture<NbdTestServer>
     }
 
     [Fact]
+    public async Task Libnbd_pipelined_large_and_small_writes_keep_their_framing()
+    {
+        // Large payloads are received straight from the socket and the receive after one takes at most 4 KiB into the
+        // connection buffer; requests of every size queued back to back must still be parsed exactly.
+        var name = NewExport(64 << 20);
+        var script = """
+            import os
+            h = nbd.NBD()
+            h.connect_uri(uri)
+            sizes = [1 << 20, 4096, 512 << 10, 512, 4096 * 3, 1 << 20, 8192, 300 << 10, 4096, (1 << 20) - 4096]
+            writes = []
+            offset = 0
+            for i in range(48):
+                size = sizes[i % len(sizes)]
+                data = os.urandom(size)
+                writes.append((offset, data, h.aio_pwrite(data, offset)))
+                offset += size + 4096 * (i % 3)
+            while h.aio_in_flight() > 0:
+                h.poll(-1)
+            for off, data, c in writes:
+                assert h.aio_command_completed(c)
+            for off, data, c in writes:
+                assert h.pread(len(data), off) == data, off
+            h.shutdown()
+            print("ok")
+            """;
+        var result = await Tools.PythonAsync(script, _server.Uri(name), TimeSpan.FromSeconds(60));
+        Assert.True(result.ExitCode == 0 && result.Stdout.Contains("ok", StringComparison.Ordinal), result.ToString());
+    }
+
+    [Fact]
     public async Task Nbdsh_reads_and_writes()
     {
         var name = NewExport(1 << 20);
