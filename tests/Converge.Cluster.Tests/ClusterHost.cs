@@ -23,22 +23,10 @@ public sealed class ClusterHost : IAsyncDisposable
         DataDir = Path.Combine(root, name);
         Directory.CreateDirectory(DataDir);
         DiskSize = diskSize;
-        var used = new HashSet<int>();
-        int Next()
-        {
-            int port;
-            do
-            {
-                port = FreePort.Allocate();
-            }
-            while (!used.Add(port));
-            return port;
-        }
-
-        NbdPort = Next();
-        ApiPort = Next();
-        PeerPort = Next();
-        RaftPort = Next();
+        NbdPort = FreePort.Allocate();   // distinct: FreePort never hands a port out twice
+        ApiPort = FreePort.Allocate();
+        PeerPort = FreePort.Allocate();
+        RaftPort = FreePort.Allocate();
         http = new HttpClient { BaseAddress = new Uri(ApiUrl), Timeout = TimeSpan.FromSeconds(30) };
         Api = new ConvergeApiClient(http);
     }

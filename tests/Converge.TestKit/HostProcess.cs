@@ -245,12 +245,8 @@ public sealed class HostProcess : IAsyncDisposable
     private void Launch(bool includeDisks)
     {
         process?.Dispose();
-        NbdPort = FreePort.Allocate();
+        NbdPort = FreePort.Allocate();   // distinct: FreePort never hands a port out twice
         ApiPort = FreePort.Allocate();
-        while (ApiPort == NbdPort)
-        {
-            ApiPort = FreePort.Allocate();
-        }
 
         http.Dispose();
         http = new HttpClient { Timeout = TimeSpan.FromSeconds(30), BaseAddress = new Uri(ApiUrl) };
