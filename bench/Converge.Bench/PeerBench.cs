@@ -67,7 +67,8 @@ internal static class PeerBench
     {
         public int ReplyCapacity(in PeerRequestHeader header) => header.Op == PeerOp.Read ? header.Length : 0;
 
-        public ValueTask<PeerResult> HandleAsync(PeerRequestHeader header, ReadOnlyMemory<byte> payload, Memory<byte> reply, CancellationToken cancellationToken) =>
+        public ValueTask<PeerResult> HandleAsync(
+            PeerRequestHeader header, ReadOnlyMemory<byte> payload, ReadOnlyMemory<uint> blockCrcs, Memory<byte> reply, CancellationToken cancellationToken) =>
             ValueTask.FromResult(header.Op == PeerOp.Read ? new PeerResult(0, header.Length) : PeerResult.Ok);
     }
 }

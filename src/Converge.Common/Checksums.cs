@@ -15,7 +15,8 @@ public static class Checksums
     // times its throughput); measured twice as fast as System.IO.Hashing on a 4 KiB block (~26 vs ~13 GiB/s of CPU).
     private const int LaneBytes = 1360;
     private const int LaneWords = LaneBytes / 8;
-    private static readonly uint[] ShiftTable = BuildShiftTable();
+    private static readonly uint[] ShiftTable = BuildShiftTable(LaneWords);
+    private static readonly uint[] BlockShiftTable = BuildShiftTable(BlockGeometry.BlockSize / 8);
 
     public static uint Crc32C(ReadOnlySpan<byte> data)
     {
@@ -57,12 +58,46 @@ public static class Checksums
         return ~crc;
     }
 
-    /// <summary>The CRC state advanced over <see cref="LaneBytes"/> zero bytes: a linear map, one table per state byte.</summary>
-    private static uint Shift(uint state) =>
-        ShiftTable[state & 0xFF] ^ ShiftTable[256 + ((state >> 8) & 0xFF)] ^
-        ShiftTable[512 + ((state >> 16) & 0xFF)] ^ ShiftTable[768 + (state >> 24)];
+    /// <summary>The CRC-32C of each whole 4 KiB block of <paramref name="data"/> (a multiple of the block size).</summary>
+    public static void Crc32CBlocks(ReadOnlySpan<byte> data, Span<uint> crcs)
+    {
+        var blocks = data.Length >> BlockGeometry.BlockShift;
+        for (var i = 0; i < blocks; i++)
+        {
+            crcs[i] = Crc32C(data.Slice(i << BlockGeometry.BlockShift, BlockGeometry.BlockSize));
+        }
+    }
 
-    private static uint[] BuildShiftTable()
+    /// <summary>
+    /// The CRC-32C of consecutive 4 KiB blocks as one buffer, from the blocks' own CRCs: no pass over the data. CRC is
+    /// linear, so CRC(A ‖ B) is CRC(A) advanced over |B| zero bytes, xor CRC(B) (the initial and final inversions
+    /// cancel).
+    /// </summary>
+    public static uint Crc32COfBlocks(ReadOnlySpan<uint> blockCrcs)
+    {
+        if (blockCrcs.IsEmpty)
+        {
+            return 0;   // the CRC-32C of no bytes
+        }
+
+        var crc = blockCrcs[0];
+        for (var i = 1; i < blockCrcs.Length; i++)
+        {
+            crc = Shift(BlockShiftTable, crc) ^ blockCrcs[i];
+        }
+
+        return crc;
+    }
+
+    /// <summary>The CRC state advanced over <see cref="LaneBytes"/> zero bytes: a linear map, one table per state byte.</summary>
+    private static uint Shift(uint state) => Shift(ShiftTable, state);
+
+    private static uint Shift(uint[] table, uint state) =>
+        table[state & 0xFF] ^ table[256 + ((state >> 8) & 0xFF)] ^
+        table[512 + ((state >> 16) & 0xFF)] ^ table[768 + (state >> 24)];
+
+    /// <summary>For each state byte, the state advanced over <paramref name="words"/> zero words (8 bytes each).</summary>
+    private static uint[] BuildShiftTable(int words)
     {
         var table = new uint[1024];
         for (var k = 0; k < 4; k++)
@@ -70,7 +105,7 @@ public static class Checksums
             for (var value = 0; value < 256; value++)
             {
                 var state = (uint)value << (8 * k);
-                for (var i = 0; i < LaneWords; i++)
+                for (var i = 0; i < words; i++)
                 {
                     state = BitOperations.Crc32C(state, 0UL);
                 }

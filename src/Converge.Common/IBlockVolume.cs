@@ -43,6 +43,16 @@ public interface IBlockVolume
     ValueTask<IReadOnlyList<AllocationExtent>> GetAllocationAsync(long offset, long length, CancellationToken cancellationToken);
 }
 
+/// <summary>
+/// A volume that can store a write of whole 4 KiB blocks under block checksums its caller has computed already (a
+/// coordinator checksums a write once for every replica; a peer checksums what arrived to check it).
+/// </summary>
+public interface IChecksummedWrites
+{
+    /// <summary>Like <see cref="IBlockVolume.WriteAsync"/>; <paramref name="blockCrcs"/> holds the CRC-32C of each block of <paramref name="data"/>, which starts and ends on block boundaries.</summary>
+    ValueTask WriteAsync(long offset, ReadOnlyMemory<byte> data, ReadOnlyMemory<uint> blockCrcs, WriteFlags flags, CancellationToken cancellationToken);
+}
+
 [Flags]
 public enum VolumeCapabilities
 {

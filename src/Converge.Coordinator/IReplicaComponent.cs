@@ -16,6 +16,14 @@ public interface IReplicaComponent : IBlockVolume
 
     ValueTask WriteAsync(long offset, ReadOnlyMemory<byte> data, WriteFlags flags, ChangeKinds track, CancellationToken cancellationToken);
 
+    /// <summary>
+    /// A write of whole blocks with the CRC-32C of each, which the coordinator computes once for all replicas: a local
+    /// store keeps them, a peer gets their fold as the payload checksum it checks the arrived data against.
+    /// </summary>
+    ValueTask WriteAsync(
+        long offset, ReadOnlyMemory<byte> data, ReadOnlyMemory<uint> blockCrcs, WriteFlags flags, ChangeKinds track, CancellationToken cancellationToken) =>
+        WriteAsync(offset, data, flags, track, cancellationToken);
+
     ValueTask TrimAsync(long offset, long length, WriteFlags flags, ChangeKinds track, CancellationToken cancellationToken);
 
     ValueTask WriteZeroesAsync(long offset, long length, ZeroFlags flags, ChangeKinds track, CancellationToken cancellationToken);

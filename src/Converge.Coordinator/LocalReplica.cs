@@ -36,6 +36,20 @@ public sealed class LocalReplica(Guid componentId, IBlockVolume component, ILoca
         await component.WriteAsync(offset, data, flags, cancellationToken).ConfigureAwait(false);
     }
 
+    public async ValueTask WriteAsync(
+        long offset, ReadOnlyMemory<byte> data, ReadOnlyMemory<uint> blockCrcs, WriteFlags flags, ChangeKinds track, CancellationToken cancellationToken)
+    {
+        await MarkAsync(offset, data.Length, track, flags.HasFlag(WriteFlags.Fua), cancellationToken).ConfigureAwait(false);
+        if (!blockCrcs.IsEmpty && component is IChecksummedWrites checksummed)
+        {
+            await checksummed.WriteAsync(offset, data, blockCrcs, flags, cancellationToken).ConfigureAwait(false);
+        }
+        else
+        {
+            await component.WriteAsync(offset, data, flags, cancellationToken).ConfigureAwait(false);
+        }
+    }
+
     public async ValueTask FlushAsync(CancellationToken cancellationToken)
     {
         await CheckFenceAsync(cancellationToken).ConfigureAwait(false);

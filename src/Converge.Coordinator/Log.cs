@@ -12,4 +12,7 @@ internal static partial class Log
 
     [LoggerMessage(EventId = 3, Level = LogLevel.Error, Message = "peer request {Op} failed unexpectedly")]
     public static partial void PeerRequestFailed(ILogger logger, string op, Exception exception);
+
+    [LoggerMessage(EventId = 4, Level = LogLevel.Warning, Message = "peer {Op} at offset {Offset} ({Length} bytes) arrived damaged (payload checksum mismatch); refused, the sender retries")]
+    public static partial void PeerPayloadCorrupt(ILogger logger, string op, long offset, int length);
 }

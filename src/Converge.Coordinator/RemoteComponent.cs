@@ -49,14 +49,35 @@ public sealed class RemoteComponent(
     public ValueTask WriteAsync(long offset, ReadOnlyMemory<byte> data, WriteFlags flags, CancellationToken cancellationToken) =>
         WriteAsync(offset, data, flags, ChangeKinds.None, cancellationToken);
 
-    public async ValueTask WriteAsync(long offset, ReadOnlyMemory<byte> data, WriteFlags flags, ChangeKinds track, CancellationToken cancellationToken) =>
-        await peer.SendAsync(
-            Header(
-                PeerOp.Write,
-                (flags.HasFlag(WriteFlags.Fua) ? PeerFlags.Fua : PeerFlags.None) | (flags.HasFlag(WriteFlags.Bulk) ? PeerFlags.Bulk : PeerFlags.None) | TrackFlags(track),
-                offset,
-                data.Length),
-            data, Memory<byte>.Empty, cancellationToken);
+    public ValueTask WriteAsync(long offset, ReadOnlyMemory<byte> data, WriteFlags flags, ChangeKinds track, CancellationToken cancellationToken) =>
+        WriteAsync(offset, data, ReadOnlyMemory<uint>.Empty, flags, track, cancellationToken);
+
+    /// <summary>Attempts at a write the peer refused as damaged on the wire (each attempt sends the data again).</summary>
+    private const int DamagedWriteAttempts = 3;
+
+    public async ValueTask WriteAsync(
+        long offset, ReadOnlyMemory<byte> data, ReadOnlyMemory<uint> blockCrcs, WriteFlags flags, ChangeKinds track, CancellationToken cancellationToken)
+    {
+        // Folded before the first await: the caller's checksum array is not touched after this call returns.
+        var payloadCrc = blockCrcs.IsEmpty ? (uint?)null : Checksums.Crc32COfBlocks(blockCrcs.Span);
+        var header = Header(
+            PeerOp.Write,
+            (flags.HasFlag(WriteFlags.Fua) ? PeerFlags.Fua : PeerFlags.None) | (flags.HasFlag(WriteFlags.Bulk) ? PeerFlags.Bulk : PeerFlags.None) | TrackFlags(track),
+            offset,
+            data.Length);
+        for (var attempt = 1; ; attempt++)
+        {
+            try
+            {
+                await peer.SendAsync(header, data, Memory<byte>.Empty, cancellationToken, payloadCrc);
+                return;
+            }
+            catch (VolumeException e) when (e.Error == VolumeError.ChecksumMismatch && attempt < DamagedWriteAttempts)
+            {
+                // Damaged in transit and refused before anything was written: send it again.
+            }
+        }
+    }
 
     public async ValueTask FlushAsync(CancellationToken cancellationToken) =>
         await peer.SendAsync(Header(PeerOp.Flush, PeerFlags.None, 0, 0), ReadOnlyMemory<byte>.Empty, Memory<byte>.Empty, cancellationToken);

@@ -1,3 +1,4 @@
+using System.Buffers;
 using Converge.Common;
 using Converge.Coordinator.Tracking;
 using Converge.Placement;
@@ -169,11 +170,39 @@ public sealed class ReplicatedVolume : IBlockVolume
         await Task.WhenAll(reads).ConfigureAwait(false);
     }
 
-    public ValueTask WriteAsync(long offset, ReadOnlyMemory<byte> data, WriteFlags flags, CancellationToken cancellationToken)
+    public async ValueTask WriteAsync(long offset, ReadOnlyMemory<byte> data, WriteFlags flags, CancellationToken cancellationToken)
     {
         CheckRange(offset, data.Length);
-        return ForEachReplicaAsync(offset, data.Length, (component, segment, at, track, ct) =>
-            component.WriteAsync(at, data.Slice(segment.BufferOffset, segment.Length), flags, track, ct), cancellationToken);
+        if (data.IsEmpty || ((offset | (long)data.Length) & (BlockGeometry.BlockSize - 1)) != 0)
+        {
+            await ForEachReplicaAsync(offset, data.Length, (component, segment, at, track, ct) =>
+                component.WriteAsync(at, data.Slice(segment.BufferOffset, segment.Length), flags, track, ct), cancellationToken).ConfigureAwait(false);
+            return;
+        }
+
+        // Whole blocks: checksummed once here for every replica. The local store keeps these CRCs instead of computing
+        // its own, and each peer checks the data it received against them, so a write damaged between hosts is
+        // refused rather than stored under a checksum of the damaged bytes.
+        var blocks = data.Length >> BlockGeometry.BlockShift;
+        var crcs = ArrayPool<uint>.Shared.Rent(blocks);
+        try
+        {
+            Checksums.Crc32CBlocks(data.Span, crcs);
+            var all = crcs.AsMemory(0, blocks);
+            await ForEachReplicaAsync(offset, data.Length, (component, segment, at, track, ct) =>
+            {
+                var piece = data.Slice(segment.BufferOffset, segment.Length);
+                return ((segment.BufferOffset | segment.Length) & (BlockGeometry.BlockSize - 1)) == 0
+                    ? component.WriteAsync(at, piece, all.Slice(segment.BufferOffset >> BlockGeometry.BlockShift, segment.Length >> BlockGeometry.BlockShift), flags, track, ct)
+                    : component.WriteAsync(at, piece, flags, track, ct);
+            }, cancellationToken).ConfigureAwait(false);
+        }
+        finally
+        {
+            // Every local write has finished (they are awaited without a timeout) and remote ones fold the CRCs
+            // before their first await, so nothing reads the array after this.
+            ArrayPool<uint>.Shared.Return(crcs);
+        }
     }
 
     public async ValueTask FlushAsync(CancellationToken cancellationToken)

@@ -6,7 +6,7 @@ namespace Converge.Storage;
 /// A thin-provisioned, checksummed block volume stored on one <see cref="StoreDisk"/>. Thread-safe: any number of
 /// concurrent requests; overlapping in-flight writes are not ordered (the later map update wins).
 /// </summary>
-public sealed class StoreComponent : IBlockVolume
+public sealed class StoreComponent : IBlockVolume, IChecksummedWrites
 {
     private long _size;
     private long _usedBlocks;
@@ -61,6 +61,9 @@ public sealed class StoreComponent : IBlockVolume
 
     public ValueTask WriteAsync(long offset, ReadOnlyMemory<byte> data, WriteFlags flags, CancellationToken cancellationToken) =>
         Disk.WriteAsync(this, offset, data, flags, cancellationToken);
+
+    public ValueTask WriteAsync(long offset, ReadOnlyMemory<byte> data, ReadOnlyMemory<uint> blockCrcs, WriteFlags flags, CancellationToken cancellationToken) =>
+        Disk.WriteAsync(this, offset, data, flags, cancellationToken, blockCrcs);
 
     public ValueTask FlushAsync(CancellationToken cancellationToken) => Disk.FlushVolumeAsync(this, cancellationToken);
 

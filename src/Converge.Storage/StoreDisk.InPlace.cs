@@ -128,7 +128,8 @@ public sealed partial class StoreDisk
     /// Rewrites whole blocks in place if every one of them is mapped to a block allocated since the last flush started.
     /// False (nothing written) when any is not: the caller redirects the write.
     /// </summary>
-    private async ValueTask<bool> TryWriteInPlaceAsync(StoreComponent c, long first, int count, ReadOnlyMemory<byte> source, CancellationToken ct)
+    private async ValueTask<bool> TryWriteInPlaceAsync(
+        StoreComponent c, long first, int count, ReadOnlyMemory<byte> source, CancellationToken ct, ReadOnlyMemory<uint> blockCrcs = default)
     {
         // Cheap look without locks: most writes that cannot go in place are seen here.
         var probe = c.Map.Get(first);
@@ -154,11 +155,7 @@ public sealed partial class StoreDisk
         var reserved = 0;
         try
         {
-            for (var i = 0; i < count; i++)
-            {
-                crcs[i] = Checksums.Crc32C(source.Span.Slice(i << BlockShift, BlockSize));
-            }
-
+            BlockCrcs(source, blockCrcs, crcs.AsSpan(0, count));
             for (; acquired < heldCount; acquired++)
             {
                 await _regions[regionsHeld[acquired]].WaitAsync(ct);

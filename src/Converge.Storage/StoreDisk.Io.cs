@@ -58,16 +58,25 @@ public sealed partial class StoreDisk
         }
     }
 
-    internal async ValueTask WriteAsync(StoreComponent c, long offset, ReadOnlyMemory<byte> data, WriteFlags flags, CancellationToken ct)
+    /// <param name="blockCrcs">
+    /// Empty, or for a write of whole blocks the CRC-32C of each block, computed by a caller that had to checksum the
+    /// data anyway (a peer checking what arrived, a coordinator checksumming for its peers): stored as given.
+    /// </param>
+    internal async ValueTask WriteAsync(StoreComponent c, long offset, ReadOnlyMemory<byte> data, WriteFlags flags, CancellationToken ct, ReadOnlyMemory<uint> blockCrcs = default)
     {
         CheckRange(c, offset, data.Length, data: true);
+        if (!blockCrcs.IsEmpty && (((offset | (long)data.Length) & (BlockSize - 1)) != 0 || blockCrcs.Length != data.Length >> BlockShift))
+        {
+            throw new ArgumentException("block checksums are given for whole-block writes only, one per block", nameof(blockCrcs));
+        }
+
         EnterOp();
         try
         {
             ThrowIfDeleted(c);
             if (data.Length > 0)
             {
-                await WriteCoreAsync(c, offset, data, bulk: (flags & WriteFlags.Bulk) != 0, ct);
+                await WriteCoreAsync(c, offset, data, bulk: (flags & WriteFlags.Bulk) != 0, ct, blockCrcs);
                 StorageMetrics.BytesWritten.Add(data.Length);
             }
 
@@ -375,7 +384,7 @@ public sealed partial class StoreDisk
         throw new VolumeException(VolumeError.IO, $"block at offset {logical << BlockShift} of component {c.Name} kept changing while being read");
     }
 
-    private async ValueTask WriteCoreAsync(StoreComponent c, long offset, ReadOnlyMemory<byte> data, bool bulk, CancellationToken ct)
+    private async ValueTask WriteCoreAsync(StoreComponent c, long offset, ReadOnlyMemory<byte> data, bool bulk, CancellationToken ct, ReadOnlyMemory<uint> blockCrcs = default)
     {
         var first = offset >> BlockShift;
         var count = (int)(((offset + data.Length - 1) >> BlockShift) - first + 1);
@@ -383,7 +392,7 @@ public sealed partial class StoreDisk
         var tailPartial = ((offset + data.Length) & (BlockSize - 1)) != 0;
         if (head == 0 && !tailPartial)
         {
-            await WriteBlocksAsync(c, first, count, data, bulk, ct);
+            await WriteBlocksAsync(c, first, count, data, bulk, ct, blockCrcs);
             return;
         }
 
@@ -443,9 +452,10 @@ public sealed partial class StoreDisk
     /// Whole blocks: rewritten in place when every one of them may be (see <see cref="TryWriteInPlaceAsync"/>), otherwise
     /// redirect-on-write: allocate, pwrite, then switch the mapping with a Map record.
     /// </summary>
-    private async ValueTask WriteBlocksAsync(StoreComponent c, long first, int count, ReadOnlyMemory<byte> source, bool bulk, CancellationToken ct)
+    private async ValueTask WriteBlocksAsync(
+        StoreComponent c, long first, int count, ReadOnlyMemory<byte> source, bool bulk, CancellationToken ct, ReadOnlyMemory<uint> blockCrcs = default)
     {
-        if (_options.RewriteInPlace && await TryWriteInPlaceAsync(c, first, count, source, ct))
+        if (_options.RewriteInPlace && await TryWriteInPlaceAsync(c, first, count, source, ct, blockCrcs))
         {
             return;
         }
@@ -456,11 +466,7 @@ public sealed partial class StoreDisk
         var committed = false;
         try
         {
-            for (var i = 0; i < count; i++)
-            {
-                crcs[i] = Checksums.Crc32C(source.Span.Slice(i << BlockShift, BlockSize));
-            }
-
+            BlockCrcs(source, blockCrcs, crcs.AsSpan(0, count));
             runCount = await AllocateAsync(c, first, count, runs, ct);
             var done = 0;
             for (var r = 0; r < runCount; r++)
@@ -498,6 +504,19 @@ public sealed partial class StoreDisk
 
             ArrayPool<BlockRun>.Shared.Return(runs);
             ArrayPool<uint>.Shared.Return(crcs);
+        }
+    }
+
+    /// <summary>The blocks' CRC-32Cs: the caller's when it passed them, computed otherwise.</summary>
+    private static void BlockCrcs(ReadOnlyMemory<byte> source, ReadOnlyMemory<uint> given, Span<uint> crcs)
+    {
+        if (given.IsEmpty)
+        {
+            Checksums.Crc32CBlocks(source.Span[..(crcs.Length << BlockShift)], crcs);
+        }
+        else
+        {
+            given.Span.CopyTo(crcs);
         }
     }
 

@@ -39,7 +39,23 @@ internal sealed class MemoryReplica(Guid id, int size, bool yields = false, bool
     public ValueTask WriteAsync(long offset, ReadOnlyMemory<byte> data, WriteFlags flags, CancellationToken cancellationToken) =>
         WriteAsync(offset, data, flags, ChangeKinds.None, cancellationToken);
 
-    public async ValueTask WriteAsync(long offset, ReadOnlyMemory<byte> data, WriteFlags flags, ChangeKinds track, CancellationToken cancellationToken)
+    /// <summary>The block checksums the coordinator passed with the last write (empty: the write came without).</summary>
+    public uint[] LastBlockCrcs { get; private set; } = [];
+
+    public ValueTask WriteAsync(
+        long offset, ReadOnlyMemory<byte> data, ReadOnlyMemory<uint> blockCrcs, WriteFlags flags, ChangeKinds track, CancellationToken cancellationToken)
+    {
+        LastBlockCrcs = blockCrcs.ToArray();
+        return WriteCoreAsync(offset, data, cancellationToken);
+    }
+
+    public ValueTask WriteAsync(long offset, ReadOnlyMemory<byte> data, WriteFlags flags, ChangeKinds track, CancellationToken cancellationToken)
+    {
+        LastBlockCrcs = [];
+        return WriteCoreAsync(offset, data, cancellationToken);
+    }
+
+    private async ValueTask WriteCoreAsync(long offset, ReadOnlyMemory<byte> data, CancellationToken cancellationToken)
     {
         writeOrder?.Enqueue(id);
         await YieldAsync();

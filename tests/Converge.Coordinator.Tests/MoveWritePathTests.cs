@@ -78,6 +78,35 @@ public class MoveWritePathTests
         Assert.True(remote.Bytes.AsSpan(4096, 8192).SequenceEqual(data));
     }
 
+    [Fact]
+    public async Task A_write_of_whole_blocks_is_checksummed_once_and_every_replica_gets_the_same_block_crcs()
+    {
+        var r0 = Data(0, "h1");
+        var r1 = Data(1, "h2");
+        var witness = new ComponentPlacement(Guid.NewGuid(), ComponentRole.Witness, -1, -1, 0, 0, "h3", "h3", "d3", 1, 0);
+        var layout = new ObjectLayout(Guid.NewGuid(), ObjectSize, 2, 1, 1 << 20, ObjectSize, [r0, r1, witness]);
+        var local = new MemoryReplica(r0.ComponentId, ObjectSize, isLocal: true);
+        var remote = new MemoryReplica(r1.ComponentId, ObjectSize, isLocal: false);
+        var volume = new ReplicatedVolume(
+            "v", ObjectSize, 2, new StripeMap(layout),
+            new Dictionary<Guid, IReplicaComponent> { [r0.ComponentId] = local, [r1.ComponentId] = remote },
+            new HashSet<Guid> { r0.ComponentId, r1.ComponentId, witness.ComponentId }, new WriteIntents(), new RangeLock());
+
+        var data = new byte[3 * 4096];
+        new Random(11).NextBytes(data);
+        await volume.WriteAsync(8192, data, WriteFlags.None, CancellationToken.None);
+        var expected = new uint[3];
+        Checksums.Crc32CBlocks(data, expected);
+        Assert.Equal(expected, local.LastBlockCrcs);
+        Assert.Equal(expected, remote.LastBlockCrcs);
+
+        // A write that is not whole blocks goes without: each store checksums the blocks it rebuilds itself.
+        await volume.WriteAsync(512, data.AsMemory(0, 1024), WriteFlags.None, CancellationToken.None);
+        Assert.Empty(local.LastBlockCrcs);
+        Assert.Empty(remote.LastBlockCrcs);
+        Assert.True(remote.Bytes.AsSpan(512, 1024).SequenceEqual(data.AsSpan(0, 1024)));
+    }
+
     private static ComponentPlacement Data(int replica, string host) =>
         new(Guid.NewGuid(), ComponentRole.Data, replica, 0, 0, ObjectSize, host, host, "d-" + host, 1, 0);
 }

@@ -95,6 +95,82 @@ public sealed class PeerProtocolTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task A_write_damaged_on_the_wire_is_refused_and_nothing_is_stored()
+    {
+        var component = Guid.NewGuid();
+        var data = new byte[16384];
+        new Random(3).NextBytes(data);
+        var header = Request(PeerOp.Write, component, 0, data.Length) with { RequestId = 1, PayloadCrc = Checksums.Crc32C(data) };
+        var frame = new byte[PeerRequestHeader.Size + data.Length];
+        header.Write(frame);
+        data.CopyTo(frame, PeerRequestHeader.Size);
+        frame[PeerRequestHeader.Size + 5000] ^= 0x10;   // one bit flipped in flight, past TCP's checksum
+
+        using var raw = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        await raw.ConnectAsync(_endPoint);
+        await raw.SendAsync(frame);
+        var reply = await ReceiveReplyAsync(raw);
+        Assert.Equal(1UL, reply.RequestId);
+        Assert.Equal((int)VolumeError.ChecksumMismatch + 1, reply.Status);
+        Assert.Equal(0, _components.Writes);
+
+        // The same connection goes on: the intact frame is taken.
+        frame[PeerRequestHeader.Size + 5000] ^= 0x10;
+        await raw.SendAsync(frame);
+        reply = await ReceiveReplyAsync(raw);
+        Assert.Equal(0, reply.Status);
+        Assert.Equal(1, _components.Writes);
+    }
+
+    [Fact]
+    public async Task A_request_whose_header_was_damaged_closes_the_connection_without_being_served()
+    {
+        var header = Request(PeerOp.Write, Guid.NewGuid(), 0, 4096) with { RequestId = 1, PayloadCrc = Checksums.Crc32C(new byte[4096]) };
+        var frame = new byte[PeerRequestHeader.Size + 4096];
+        header.Write(frame);
+        frame[50] ^= 0x01;   // the offset: served, it would land in the wrong place
+
+        using var raw = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        await raw.ConnectAsync(_endPoint);
+        await raw.SendAsync(frame);
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(10));
+        Assert.Equal(0, await raw.ReceiveAsync(new byte[64], timeout.Token));
+        Assert.Equal(0, _components.Writes);
+    }
+
+    [Fact]
+    public async Task A_write_of_whole_blocks_hands_the_checked_block_checksums_to_the_handler()
+    {
+        await using var client = new PeerClient(_endPoint);
+        var data = new byte[3 * 4096];
+        new Random(5).NextBytes(data);
+        await client.SendAsync(Request(PeerOp.Write, Guid.NewGuid(), 8192, data.Length), data, Memory<byte>.Empty, CancellationToken.None);
+
+        var expected = new uint[3];
+        Checksums.Crc32CBlocks(data, expected);
+        Assert.Equal(expected, _components.LastBlockCrcs);
+
+        // Not block-aligned: checked as one buffer, no block checksums to hand over.
+        await client.SendAsync(Request(PeerOp.Write, Guid.NewGuid(), 512, 4096), data.AsMemory(0, 4096), Memory<byte>.Empty, CancellationToken.None);
+        Assert.Empty(_components.LastBlockCrcs);
+    }
+
+    private static async Task<PeerReplyHeader> ReceiveReplyAsync(Socket raw)
+    {
+        var buffer = new byte[PeerReplyHeader.Size];
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(10));
+        for (var got = 0; got < buffer.Length;)
+        {
+            var n = await raw.ReceiveAsync(buffer.AsMemory(got), timeout.Token);
+            Assert.NotEqual(0, n);
+            got += n;
+        }
+
+        Assert.True(PeerReplyHeader.TryRead(buffer, out var reply));
+        return reply;
+    }
+
+    [Fact]
     public async Task A_vanished_peer_fails_pending_requests_as_unavailable_and_the_client_reconnects()
     {
         await using var client = new PeerClient(_endPoint);
@@ -178,7 +254,13 @@ public sealed class PeerProtocolTests : IAsyncLifetime
 
         public int ReplyCapacity(in PeerRequestHeader header) => header.Op == PeerOp.Read ? header.Length : 0;
 
-        public async ValueTask<PeerResult> HandleAsync(PeerRequestHeader header, ReadOnlyMemory<byte> payload, Memory<byte> reply, CancellationToken cancellationToken)
+        /// <summary>The block checksums the listener handed over with the last write (empty when it had none).</summary>
+        public uint[] LastBlockCrcs { get; private set; } = [];
+
+        public int Writes { get; private set; }
+
+        public async ValueTask<PeerResult> HandleAsync(
+            PeerRequestHeader header, ReadOnlyMemory<byte> payload, ReadOnlyMemory<uint> blockCrcs, Memory<byte> reply, CancellationToken cancellationToken)
         {
             if (header.Generation < 0)
             {
@@ -196,6 +278,8 @@ public sealed class PeerProtocolTests : IAsyncLifetime
                 switch (header.Op)
                 {
                     case PeerOp.Write:
+                        Writes++;
+                        LastBlockCrcs = blockCrcs.ToArray();
                         for (var i = 0; i < payload.Length; i += 4096)
                         {
                             _blocks[(header.Target, header.Offset + i)] = payload.Slice(i, 4096).ToArray();

@@ -62,7 +62,7 @@ public sealed class ComponentPeerHandler(ILocalComponents components, IFenceAuth
     };
 
     public async ValueTask<PeerResult> HandleAsync(
-        PeerRequestHeader header, ReadOnlyMemory<byte> payload, Memory<byte> reply, CancellationToken cancellationToken)
+        PeerRequestHeader header, ReadOnlyMemory<byte> payload, ReadOnlyMemory<uint> blockCrcs, Memory<byte> reply, CancellationToken cancellationToken)
     {
         switch (header.Op)
         {
@@ -113,10 +113,18 @@ public sealed class ComponentPeerHandler(ILocalComponents components, IFenceAuth
                 await component.ReadAsync(header.Offset, reply[..header.Length], cancellationToken);
                 return new PeerResult(0, header.Length);
             case PeerOp.Write:
-                await component.WriteAsync(
-                    header.Offset, payload,
-                    (header.Flags.HasFlag(PeerFlags.Fua) ? WriteFlags.Fua : WriteFlags.None) | (header.Flags.HasFlag(PeerFlags.Bulk) ? WriteFlags.Bulk : WriteFlags.None),
-                    cancellationToken);
+                var writeFlags = (header.Flags.HasFlag(PeerFlags.Fua) ? WriteFlags.Fua : WriteFlags.None) |
+                                 (header.Flags.HasFlag(PeerFlags.Bulk) ? WriteFlags.Bulk : WriteFlags.None);
+                if (!blockCrcs.IsEmpty && component is IChecksummedWrites checksummed)
+                {
+                    // The block CRCs that just matched the sender's checksum: the store keeps them, as they arrived.
+                    await checksummed.WriteAsync(header.Offset, payload, blockCrcs, writeFlags, cancellationToken);
+                }
+                else
+                {
+                    await component.WriteAsync(header.Offset, payload, writeFlags, cancellationToken);
+                }
+
                 return PeerResult.Ok;
             case PeerOp.ReadChanges:
                 var changes = await (await components.GetChangeMapAsync(header.Target, cancellationToken)).ReadAsync((ChangeKinds)header.Length, cancellationToken);

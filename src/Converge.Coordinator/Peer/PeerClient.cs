@@ -37,14 +37,16 @@ public sealed class PeerClient : IAsyncDisposable
     /// <summary>
     /// Sends one request (with <paramref name="payload"/> for WRITE/ENSURE) and waits for its reply; reply data is
     /// copied into <paramref name="destination"/>. Returns the number of reply bytes. Non-zero statuses throw
-    /// <see cref="VolumeException"/>.
+    /// <see cref="VolumeException"/>. <paramref name="payloadCrc"/>: the payload's CRC-32C when the caller has it
+    /// already (a write's block checksums, folded); otherwise it is computed here.
     /// </summary>
     public async ValueTask<int> SendAsync(
-        PeerRequestHeader header, ReadOnlyMemory<byte> payload, Memory<byte> destination, CancellationToken cancellationToken)
+        PeerRequestHeader header, ReadOnlyMemory<byte> payload, Memory<byte> destination, CancellationToken cancellationToken, uint? payloadCrc = null)
     {
         var connection = await ConnectAsync(cancellationToken);
         var id = (ulong)Interlocked.Increment(ref _nextId);
-        header = header with { RequestId = id };
+        payload = payload[..header.PayloadLength];
+        header = header with { RequestId = id, PayloadCrc = payloadCrc ?? (payload.IsEmpty ? 0 : Checksums.Crc32C(payload.Span)) };
         if (!_pool.TryTake(out var pending))
         {
             pending = new PendingRequest();
@@ -60,7 +62,7 @@ public sealed class PeerClient : IAsyncDisposable
                 // Never cancelled part-way: a torn frame would desynchronise every later request on the connection.
                 // A send that cannot finish (the peer is cut off and stopped acknowledging) fails the connection
                 // instead, which fails every request on it; the next request reconnects.
-                var send = connection.SendAsync(header, payload[..header.PayloadLength]);
+                var send = connection.SendAsync(header, payload);
                 if (!send.IsCompletedSuccessfully)
                 {
                     try

@@ -1,4 +1,5 @@
 using System.Buffers.Binary;
+using Converge.Common;
 
 namespace Converge.Coordinator.Peer;
 
@@ -52,6 +53,10 @@ public enum PeerFlags : byte
 /// <summary>
 /// A host-to-host request. <see cref="Target"/> names a component (or an object, for proxied I/O);
 /// <see cref="Generation"/> and <see cref="Epoch"/> fence requests from an out-of-date coordinator.
+/// On the wire the header carries two CRC-32Cs: <see cref="PayloadCrc"/>, of the payload that follows, and one of the
+/// header itself. TCP's 16-bit checksum lets rare corruptions through (bad NICs, offload bugs, memory errors on the
+/// path); a write damaged on the way must be refused, not stored under a checksum computed from the damaged bytes,
+/// where no later read or scrub could tell it from good data.
 /// </summary>
 public readonly record struct PeerRequestHeader(
     PeerOp Op,
@@ -63,11 +68,14 @@ public readonly record struct PeerRequestHeader(
     long Offset,
     int Length)
 {
-    public const int Size = 64;
-    public const uint Magic = 0x31505643; // "CVP1"
+    public const int Size = 68;
+    public const uint Magic = 0x32505643; // "CVP2": CVP1 had no checksums
 
     /// <summary>Bytes of payload that follow the header on the wire.</summary>
     public int PayloadLength => Op is PeerOp.Write or PeerOp.EnsureComponent or PeerOp.ClearChanges ? Length : 0;
+
+    /// <summary>CRC-32C of the payload (0 without one); the sender sets it, the receiver checks it.</summary>
+    public uint PayloadCrc { get; init; }
 
     public void Write(Span<byte> destination)
     {
@@ -81,14 +89,16 @@ public readonly record struct PeerRequestHeader(
         BinaryPrimitives.WriteInt64LittleEndian(destination[40..], Epoch);
         BinaryPrimitives.WriteInt64LittleEndian(destination[48..], Offset);
         BinaryPrimitives.WriteInt32LittleEndian(destination[56..], Length);
-        BinaryPrimitives.WriteUInt32LittleEndian(destination[60..], 0);
+        BinaryPrimitives.WriteUInt32LittleEndian(destination[60..], PayloadCrc);
+        BinaryPrimitives.WriteUInt32LittleEndian(destination[64..], Checksums.Crc32C(destination[..64]));
     }
 
-    /// <summary>Parses a header; false when the magic or fields are malformed (the connection is then dropped).</summary>
+    /// <summary>Parses a header; false when the magic, the header's checksum or a field is bad (the connection is then dropped).</summary>
     public static bool TryRead(ReadOnlySpan<byte> source, out PeerRequestHeader header)
     {
         header = default;
-        if (BinaryPrimitives.ReadUInt32LittleEndian(source) != Magic || source[4] > (byte)PeerOp.ClearChanges)
+        if (BinaryPrimitives.ReadUInt32LittleEndian(source) != Magic || source[4] > (byte)PeerOp.ClearChanges ||
+            BinaryPrimitives.ReadUInt32LittleEndian(source[64..]) != Checksums.Crc32C(source[..64]))
         {
             return false;
         }
@@ -108,16 +118,19 @@ public readonly record struct PeerRequestHeader(
             BinaryPrimitives.ReadInt64LittleEndian(source[32..]),
             BinaryPrimitives.ReadInt64LittleEndian(source[40..]),
             offset,
-            length);
+            length)
+        {
+            PayloadCrc = BinaryPrimitives.ReadUInt32LittleEndian(source[60..]),
+        };
         return true;
     }
 }
 
-/// <summary>A reply: status 0 is success, otherwise a <see cref="Common.VolumeError"/> + 1.</summary>
+/// <summary>A reply: status 0 is success, otherwise a <see cref="Common.VolumeError"/> + 1. Its last 4 bytes are a CRC-32C of the rest.</summary>
 public readonly record struct PeerReplyHeader(ulong RequestId, int Status, int Length)
 {
     public const int Size = 24;
-    public const uint Magic = 0x31525643; // "CVR1"
+    public const uint Magic = 0x32525643; // "CVR2"
 
     public void Write(Span<byte> destination)
     {
@@ -125,13 +138,14 @@ public readonly record struct PeerReplyHeader(ulong RequestId, int Status, int L
         BinaryPrimitives.WriteInt32LittleEndian(destination[4..], Status);
         BinaryPrimitives.WriteUInt64LittleEndian(destination[8..], RequestId);
         BinaryPrimitives.WriteInt32LittleEndian(destination[16..], Length);
-        BinaryPrimitives.WriteUInt32LittleEndian(destination[20..], 0);
+        BinaryPrimitives.WriteUInt32LittleEndian(destination[20..], Checksums.Crc32C(destination[..20]));
     }
 
     public static bool TryRead(ReadOnlySpan<byte> source, out PeerReplyHeader header)
     {
         var length = BinaryPrimitives.ReadInt32LittleEndian(source[16..]);
-        if (BinaryPrimitives.ReadUInt32LittleEndian(source) != Magic || length < 0)
+        if (BinaryPrimitives.ReadUInt32LittleEndian(source) != Magic || length < 0 ||
+            BinaryPrimitives.ReadUInt32LittleEndian(source[20..]) != Checksums.Crc32C(source[..20]))
         {
             header = default;
             return false;

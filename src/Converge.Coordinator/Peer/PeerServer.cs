@@ -21,7 +21,13 @@ public interface IPeerRequestHandler
     /// <summary>Bytes of reply payload a request may produce (READ: its length; stats: a bound).</summary>
     int ReplyCapacity(in PeerRequestHeader header);
 
-    ValueTask<PeerResult> HandleAsync(PeerRequestHeader header, ReadOnlyMemory<byte> payload, Memory<byte> reply, CancellationToken cancellationToken);
+    /// <summary>
+    /// Serves one request whose payload matched its checksum. <paramref name="blockCrcs"/>: for a WRITE of whole 4 KiB
+    /// blocks, the CRC-32C of each block, computed while checking the payload (a store takes them instead of computing
+    /// them again); empty otherwise.
+    /// </summary>
+    ValueTask<PeerResult> HandleAsync(
+        PeerRequestHeader header, ReadOnlyMemory<byte> payload, ReadOnlyMemory<uint> blockCrcs, Memory<byte> reply, CancellationToken cancellationToken);
 }
 
 /// <summary>
@@ -108,13 +114,14 @@ public sealed class PeerSession
                     return;
                 }
 
+                var (intact, crcs) = CheckPayload(header, payload.AsSpan(0, payloadLength));
                 if (!_slots.Wait(0))
                 {
                     await SendQueuedAsync();
                     await _slots.WaitAsync(stop.Token);
                 }
 
-                Start(header, payload, payloadLength, stop.Token);
+                Start(header, payload, payloadLength, intact, crcs, stop.Token);
             }
         }
         catch (OperationCanceledException) when (stop.IsCancellationRequested)
@@ -202,7 +209,47 @@ public sealed class PeerSession
         return true;
     }
 
-    private void Start(PeerRequestHeader header, byte[]? payload, int payloadLength, CancellationToken cancellationToken)
+    /// <summary>
+    /// Whether the payload matches the CRC-32C its header carries. A WRITE of whole blocks is checked through the CRCs
+    /// of its blocks (returned, pooled, for the store), so checking costs no pass over the data beyond the one the
+    /// store would make anyway.
+    /// </summary>
+    private (bool Intact, uint[]? BlockCrcs) CheckPayload(in PeerRequestHeader header, ReadOnlySpan<byte> payload)
+    {
+        if (payload.IsEmpty)
+        {
+            return (header.PayloadCrc == 0, null);
+        }
+
+        uint[]? crcs = null;
+        uint crc;
+        if (header.Op == PeerOp.Write && ((header.Offset | (long)payload.Length) & (BlockGeometry.BlockSize - 1)) == 0)
+        {
+            var blocks = payload.Length >> BlockGeometry.BlockShift;
+            crcs = ArrayPool<uint>.Shared.Rent(blocks);
+            Checksums.Crc32CBlocks(payload, crcs);
+            crc = Checksums.Crc32COfBlocks(crcs.AsSpan(0, blocks));
+        }
+        else
+        {
+            crc = Checksums.Crc32C(payload);
+        }
+
+        if (crc == header.PayloadCrc)
+        {
+            return (true, crcs);
+        }
+
+        Log.PeerPayloadCorrupt(_logger, header.Op.ToString(), header.Offset, payload.Length);
+        if (crcs is not null)
+        {
+            ArrayPool<uint>.Shared.Return(crcs);
+        }
+
+        return (false, null);
+    }
+
+    private void Start(PeerRequestHeader header, byte[]? payload, int payloadLength, bool intact, uint[]? crcs, CancellationToken cancellationToken)
     {
         lock (_gate)
         {
@@ -214,7 +261,12 @@ public sealed class PeerSession
         ValueTask<PeerResult> handling;
         try
         {
-            handling = _handler.HandleAsync(header, payload.AsMemory(0, payloadLength), reply.AsMemory(0, capacity), cancellationToken);
+            // A damaged payload is refused before it reaches the handler: nothing is written; the sender sends it again.
+            handling = intact
+                ? _handler.HandleAsync(
+                    header, payload.AsMemory(0, payloadLength), crcs.AsMemory(0, crcs is null ? 0 : payloadLength >> BlockGeometry.BlockShift),
+                    reply.AsMemory(0, capacity), cancellationToken)
+                : ValueTask.FromResult(PeerResult.Error(VolumeError.ChecksumMismatch));
         }
 #pragma warning disable CA1031 // Becomes the request's status, like an exception from the awaited handler.
         catch (Exception ex)
@@ -226,15 +278,15 @@ public sealed class PeerSession
         if (handling.IsCompletedSuccessfully)
         {
             // The common case (page-cache I/O): answered in the reader's batch, no task, no hop.
-            Finish(header, payload, reply, capacity, handling.Result, send: false);
+            Finish(header, payload, crcs, reply, capacity, handling.Result, send: false);
             return;
         }
 
-        _ = CompleteAsync(header, payload, reply, capacity, handling, cancellationToken);
+        _ = CompleteAsync(header, payload, crcs, reply, capacity, handling, cancellationToken);
     }
 
     private async Task CompleteAsync(
-        PeerRequestHeader header, byte[]? payload, byte[]? reply, int capacity, ValueTask<PeerResult> handling, CancellationToken cancellationToken)
+        PeerRequestHeader header, byte[]? payload, uint[]? crcs, byte[]? reply, int capacity, ValueTask<PeerResult> handling, CancellationToken cancellationToken)
     {
         PeerResult result;
         try
@@ -248,7 +300,7 @@ public sealed class PeerSession
         catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
         {
             // The connection is going away: no reply.
-            Finish(header, payload, reply, capacity, null, send: false);
+            Finish(header, payload, crcs, reply, capacity, null, send: false);
             return;
         }
 #pragma warning disable CA1031 // A bug in one request must not take down the connection's other requests.
@@ -259,15 +311,20 @@ public sealed class PeerSession
             result = PeerResult.Error(VolumeError.IO);
         }
 
-        Finish(header, payload, reply, capacity, result, send: true);
+        Finish(header, payload, crcs, reply, capacity, result, send: true);
     }
 
     /// <summary>Queues the reply (handing <paramref name="reply"/> over to the send queue) and releases the request's slot.</summary>
-    private void Finish(PeerRequestHeader header, byte[]? payload, byte[]? reply, int capacity, PeerResult? result, bool send)
+    private void Finish(PeerRequestHeader header, byte[]? payload, uint[]? crcs, byte[]? reply, int capacity, PeerResult? result, bool send)
     {
         if (payload is not null)
         {
             ArrayPool<byte>.Shared.Return(payload);
+        }
+
+        if (crcs is not null)
+        {
+            ArrayPool<uint>.Shared.Return(crcs);
         }
 
         TaskCompletionSource? idle = null;

@@ -177,8 +177,9 @@ internal sealed class ClusterNode : INbdExportCatalog, IPeerRequestHandler, IAsy
 
     public int ReplyCapacity(in PeerRequestHeader header) => peerHandler?.ReplyCapacity(header) ?? 0;
 
-    public ValueTask<PeerResult> HandleAsync(PeerRequestHeader header, ReadOnlyMemory<byte> payload, Memory<byte> reply, CancellationToken cancellationToken) =>
-        peerHandler?.HandleAsync(header, payload, reply, cancellationToken) ?? ValueTask.FromResult(PeerResult.Error(VolumeError.Unavailable));
+    public ValueTask<PeerResult> HandleAsync(
+        PeerRequestHeader header, ReadOnlyMemory<byte> payload, ReadOnlyMemory<uint> blockCrcs, Memory<byte> reply, CancellationToken cancellationToken) =>
+        peerHandler?.HandleAsync(header, payload, blockCrcs, reply, cancellationToken) ?? ValueTask.FromResult(PeerResult.Error(VolumeError.Unavailable));
 
     /// <summary>Handles a join on the leader (adds a voter while voters are missing, registers the host); elsewhere forwards it.</summary>
     public async Task<JoinResponse> HandleJoinAsync(JoinRequest request, bool forwarded, CancellationToken cancellationToken)

@@ -156,11 +156,11 @@ internal sealed class ClusterPeerHandler(ComponentPeerHandler components, Coordi
     public int ReplyCapacity(in PeerRequestHeader header) => components.ReplyCapacity(header);
 
     public async ValueTask<PeerResult> HandleAsync(
-        PeerRequestHeader header, ReadOnlyMemory<byte> payload, Memory<byte> reply, CancellationToken cancellationToken)
+        PeerRequestHeader header, ReadOnlyMemory<byte> payload, ReadOnlyMemory<uint> blockCrcs, Memory<byte> reply, CancellationToken cancellationToken)
     {
         if (!header.Flags.HasFlag(PeerFlags.Object))
         {
-            return await components.HandleAsync(header, payload, reply, cancellationToken).ConfigureAwait(false);
+            return await components.HandleAsync(header, payload, blockCrcs, reply, cancellationToken).ConfigureAwait(false);
         }
 
         var volume = await coordinators.ResolveAsync(header.Target.ToString("N"), allowProxy: false, cancellationToken).ConfigureAwait(false);
