@@ -39,10 +39,31 @@ public sealed class RemoteComponent(
 
     public async ValueTask ReadAsync(long offset, Memory<byte> buffer, CancellationToken cancellationToken)
     {
-        var length = await peer.SendAsync(Header(PeerOp.Read, PeerFlags.None, offset, buffer.Length), ReadOnlyMemory<byte>.Empty, buffer, cancellationToken);
-        if (length != buffer.Length)
+        for (var attempt = 1; ; attempt++)
         {
-            throw new VolumeException(VolumeError.IO, $"peer {peer.EndPoint} returned {length} of {buffer.Length} bytes");
+            int length;
+            try
+            {
+                length = await peer.SendAsync(Header(PeerOp.Read, PeerFlags.None, offset, buffer.Length), ReadOnlyMemory<byte>.Empty, buffer, cancellationToken);
+            }
+            catch (PeerTransitException e)
+            {
+                if (attempt < DamagedTransferAttempts)
+                {
+                    continue;   // the peer's copy was verified before it was sent: ask again
+                }
+
+                // Not the replica's fault: an I/O error (another replica serves the read), not a checksum error, which
+                // would have the coordinator rewrite a good copy.
+                throw new VolumeException(VolumeError.IO, $"{e.Message}, {attempt} times", e);
+            }
+
+            if (length != buffer.Length)
+            {
+                throw new VolumeException(VolumeError.IO, $"peer {peer.EndPoint} returned {length} of {buffer.Length} bytes");
+            }
+
+            return;
         }
     }
 
@@ -52,8 +73,8 @@ public sealed class RemoteComponent(
     public ValueTask WriteAsync(long offset, ReadOnlyMemory<byte> data, WriteFlags flags, ChangeKinds track, CancellationToken cancellationToken) =>
         WriteAsync(offset, data, ReadOnlyMemory<uint>.Empty, flags, track, cancellationToken);
 
-    /// <summary>Attempts at a write the peer refused as damaged on the wire (each attempt sends the data again).</summary>
-    private const int DamagedWriteAttempts = 3;
+    /// <summary>Attempts at a transfer damaged on the wire (a write the peer refused, a read reply that failed its check).</summary>
+    private const int DamagedTransferAttempts = 3;
 
     public async ValueTask WriteAsync(
         long offset, ReadOnlyMemory<byte> data, ReadOnlyMemory<uint> blockCrcs, WriteFlags flags, ChangeKinds track, CancellationToken cancellationToken)
@@ -72,7 +93,7 @@ public sealed class RemoteComponent(
                 await peer.SendAsync(header, data, Memory<byte>.Empty, cancellationToken, payloadCrc);
                 return;
             }
-            catch (VolumeException e) when (e.Error == VolumeError.ChecksumMismatch && attempt < DamagedWriteAttempts)
+            catch (VolumeException e) when (e.Error == VolumeError.ChecksumMismatch && attempt < DamagedTransferAttempts)
             {
                 // Damaged in transit and refused before anything was written: send it again.
             }

@@ -155,6 +155,69 @@ public sealed class PeerProtocolTests : IAsyncLifetime
         Assert.Empty(_components.LastBlockCrcs);
     }
 
+    [Theory]
+    [InlineData(1, true)]    // damaged once: the read is asked again and succeeds
+    [InlineData(3, false)]   // damaged every time: an I/O error after 3 attempts, not a checksum error
+    public async Task A_read_reply_damaged_on_the_wire_is_asked_again(int damagedReplies, bool succeeds)
+    {
+        using var listener = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        listener.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+        listener.Listen();
+        var data = new byte[8192];
+        new Random(13).NextBytes(data);
+        var requests = 0;
+        var fakePeer = Task.Run(async () =>
+        {
+            using var connection = await listener.AcceptAsync();
+            var header = new byte[PeerRequestHeader.Size];
+            while (true)
+            {
+                for (var got = 0; got < header.Length;)
+                {
+                    var n = await connection.ReceiveAsync(header.AsMemory(got));
+                    if (n == 0)
+                    {
+                        return;
+                    }
+
+                    got += n;
+                }
+
+                Assert.True(PeerRequestHeader.TryRead(header, out var request));
+                requests++;
+                var reply = new byte[PeerReplyHeader.Size + data.Length];
+                data.CopyTo(reply, PeerReplyHeader.Size);
+                new PeerReplyHeader(request.RequestId, 0, data.Length) { PayloadCrc = Checksums.Crc32C(data) }.Write(reply);
+                if (requests <= damagedReplies)
+                {
+                    reply[PeerReplyHeader.Size + 100] ^= 0x04;
+                }
+
+                await connection.SendAsync(reply);
+            }
+        });
+
+        await using (var client = new PeerClient(listener.LocalEndPoint!))
+        {
+            var remote = new RemoteComponent(Guid.NewGuid(), "c", 1 << 20, client, () => new Fence(1, 1));
+            var back = new byte[data.Length];
+            if (succeeds)
+            {
+                await remote.ReadAsync(0, back, CancellationToken.None);
+                Assert.Equal(data, back);
+                Assert.Equal(2, requests);
+            }
+            else
+            {
+                var error = await Assert.ThrowsAsync<VolumeException>(async () => await remote.ReadAsync(0, back, CancellationToken.None));
+                Assert.Equal(VolumeError.IO, error.Error);
+                Assert.Equal(3, requests);
+            }
+        }
+
+        await fakePeer.WaitAsync(TimeSpan.FromSeconds(10));
+    }
+
     private static async Task<PeerReplyHeader> ReceiveReplyAsync(Socket raw)
     {
         var buffer = new byte[PeerReplyHeader.Size];

@@ -87,11 +87,17 @@ public sealed class PeerClient : IAsyncDisposable
             }
 
             using var registration = cancellationToken.Register(static p => ((PendingRequest)p!).TryCancel(), pending);
-            var (status, length) = await pending.AsValueTask();
+            var (status, length, crc) = await pending.AsValueTask();
             if (status != 0)
             {
                 var error = (VolumeError)(status - 1);
                 throw new VolumeException(error, $"peer {_endPoint} refused {header.Op}: {error}");
+            }
+
+            // Checked in the caller's buffer, which holds the whole reply now (a reply longer than it fails here too).
+            if (length > 0 && Checksums.Crc32C(destination.Span[..length]) != crc)
+            {
+                throw new PeerTransitException($"the reply of peer {_endPoint} to {header.Op} at offset {header.Offset} arrived damaged (checksum mismatch)");
             }
 
             return length;
@@ -190,7 +196,7 @@ public sealed class PeerClient : IAsyncDisposable
 
                 start += PeerReplyHeader.Size;
                 _pending.TryGetValue(header.RequestId, out var pending);
-                pending?.Begin(header.RequestId, header.Status);
+                pending?.Begin(header.RequestId, header.Status, header.PayloadCrc);
                 var copied = 0;
                 while (true)
                 {
@@ -314,13 +320,14 @@ public sealed class PeerClient : IAsyncDisposable
     /// so nothing is copied into a destination its owner may already have given back. Completion runs the waiting
     /// continuation on the completing thread, outside the lock.
     /// </summary>
-    private sealed class PendingRequest : IValueTaskSource<(int Status, int Length)>
+    private sealed class PendingRequest : IValueTaskSource<(int Status, int Length, uint Crc)>
     {
         private readonly Lock _gate = new();
-        private ManualResetValueTaskSourceCore<(int, int)> _core = new() { RunContinuationsAsynchronously = false };
+        private ManualResetValueTaskSourceCore<(int, int, uint)> _core = new() { RunContinuationsAsynchronously = false };
         private Memory<byte> _destination;
         private ulong _id;
         private int _status;
+        private uint _crc;
         private bool _completed;
 
         public void Prepare(ulong id, Memory<byte> destination)
@@ -333,15 +340,16 @@ public sealed class PeerClient : IAsyncDisposable
             }
         }
 
-        public ValueTask<(int Status, int Length)> AsValueTask() => new(this, _core.Version);
+        public ValueTask<(int Status, int Length, uint Crc)> AsValueTask() => new(this, _core.Version);
 
-        public void Begin(ulong id, int status)
+        public void Begin(ulong id, int status, uint crc)
         {
             lock (_gate)
             {
                 if (!_completed && _id == id)
                 {
                     _status = status;
+                    _crc = crc;
                 }
             }
         }
@@ -368,10 +376,12 @@ public sealed class PeerClient : IAsyncDisposable
                 }
 
                 _completed = true;
+
+                // A reply longer than the destination was cut to it: the checksum check then fails, as it should.
                 length = Math.Min(length, _destination.Length);
             }
 
-            _core.SetResult((_status, length));
+            _core.SetResult((_status, length, _crc));
         }
 
         public void TryFail(Exception error)
@@ -403,13 +413,14 @@ public sealed class PeerClient : IAsyncDisposable
 
                 _id = 0;
                 _status = 0;
+                _crc = 0;
                 _destination = default;
                 _core.Reset();
                 return true;
             }
         }
 
-        public (int Status, int Length) GetResult(short token) => _core.GetResult(token);
+        public (int Status, int Length, uint Crc) GetResult(short token) => _core.GetResult(token);
 
         public ValueTaskSourceStatus GetStatus(short token) => _core.GetStatus(token);
 

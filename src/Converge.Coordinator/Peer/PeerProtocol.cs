@@ -126,11 +126,17 @@ public readonly record struct PeerRequestHeader(
     }
 }
 
-/// <summary>A reply: status 0 is success, otherwise a <see cref="Common.VolumeError"/> + 1. Its last 4 bytes are a CRC-32C of the rest.</summary>
+/// <summary>
+/// A reply: status 0 is success, otherwise a <see cref="Common.VolumeError"/> + 1. Carries a CRC-32C of its payload and
+/// one of the header itself, like a request.
+/// </summary>
 public readonly record struct PeerReplyHeader(ulong RequestId, int Status, int Length)
 {
-    public const int Size = 24;
-    public const uint Magic = 0x32525643; // "CVR2"
+    public const int Size = 28;
+    public const uint Magic = 0x32525643; // "CVR2": CVR1 had no checksums
+
+    /// <summary>CRC-32C of the reply payload (0 without one).</summary>
+    public uint PayloadCrc { get; init; }
 
     public void Write(Span<byte> destination)
     {
@@ -138,20 +144,27 @@ public readonly record struct PeerReplyHeader(ulong RequestId, int Status, int L
         BinaryPrimitives.WriteInt32LittleEndian(destination[4..], Status);
         BinaryPrimitives.WriteUInt64LittleEndian(destination[8..], RequestId);
         BinaryPrimitives.WriteInt32LittleEndian(destination[16..], Length);
-        BinaryPrimitives.WriteUInt32LittleEndian(destination[20..], Checksums.Crc32C(destination[..20]));
+        BinaryPrimitives.WriteUInt32LittleEndian(destination[20..], PayloadCrc);
+        BinaryPrimitives.WriteUInt32LittleEndian(destination[24..], Checksums.Crc32C(destination[..24]));
     }
 
     public static bool TryRead(ReadOnlySpan<byte> source, out PeerReplyHeader header)
     {
         var length = BinaryPrimitives.ReadInt32LittleEndian(source[16..]);
         if (BinaryPrimitives.ReadUInt32LittleEndian(source) != Magic || length < 0 ||
-            BinaryPrimitives.ReadUInt32LittleEndian(source[20..]) != Checksums.Crc32C(source[..20]))
+            BinaryPrimitives.ReadUInt32LittleEndian(source[24..]) != Checksums.Crc32C(source[..24]))
         {
             header = default;
             return false;
         }
 
-        header = new PeerReplyHeader(BinaryPrimitives.ReadUInt64LittleEndian(source[8..]), BinaryPrimitives.ReadInt32LittleEndian(source[4..]), length);
+        header = new PeerReplyHeader(BinaryPrimitives.ReadUInt64LittleEndian(source[8..]), BinaryPrimitives.ReadInt32LittleEndian(source[4..]), length)
+        {
+            PayloadCrc = BinaryPrimitives.ReadUInt32LittleEndian(source[20..]),
+        };
         return true;
     }
 }
+
+/// <summary>A reply payload that did not match its checksum: damaged between the hosts (the serving store had verified it).</summary>
+public sealed class PeerTransitException(string message) : VolumeException(VolumeError.ChecksumMismatch, message);

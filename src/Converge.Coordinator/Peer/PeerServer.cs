@@ -333,7 +333,8 @@ public sealed class PeerSession
             if (result is { } r && !_sendFailed)
             {
                 var length = r.Status == 0 ? Math.Clamp(r.Length, 0, capacity) : 0;
-                _queued.Add(new QueuedReply(new PeerReplyHeader(header.RequestId, r.Status, length), reply));
+                var crc = length == 0 ? 0 : Checksums.Crc32C(reply.AsSpan(0, length));
+                _queued.Add(new QueuedReply(new PeerReplyHeader(header.RequestId, r.Status, length) { PayloadCrc = crc }, reply));
                 reply = null;
             }
 
