@@ -270,8 +270,18 @@ public sealed class ReplicatedVolume : IBlockVolume
         var data = buffer[..length];
         await ReadSegmentAsync(segment, data, cancellationToken, repair: false).ConfigureAwait(false);
         var slot = _intents.Enter();
+
+        // Checksummed once for every target, as client writes are (WriteAsync).
+        var blocks = (length & (BlockGeometry.BlockSize - 1)) == 0 ? length >> BlockGeometry.BlockShift : 0;
+        var crcs = blocks == 0 ? null : ArrayPool<uint>.Shared.Rent(blocks);
         try
         {
+            if (crcs is not null)
+            {
+                Checksums.Crc32CBlocks(data.Span, crcs);
+            }
+
+            var blockCrcs = crcs.AsMemory(0, blocks);
             var writes = new List<Task>(targets.Count);
             var ids = new List<Guid>(targets.Count);
             var copiedEnd = 0L;
@@ -281,7 +291,7 @@ public sealed class ReplicatedVolume : IBlockVolume
                 copiedEnd = stripeOffset - placement.StripeOffset + length;
                 var component = _members[target];
                 var track = WriteIntents.KindOf(slot) | (_degraded.Contains((stripe, placement.StripeOffset)) ? ChangeKinds.Dirty : ChangeKinds.None);
-                writes.Add(Bounded(component, component.WriteAsync(stripeOffset - placement.StripeOffset, data, WriteFlags.Bulk, track, cancellationToken)));
+                writes.Add(Bounded(component, component.WriteAsync(stripeOffset - placement.StripeOffset, data, blockCrcs, WriteFlags.Bulk, track, cancellationToken)));
                 ids.Add(target);
             }
 
@@ -291,6 +301,10 @@ public sealed class ReplicatedVolume : IBlockVolume
         finally
         {
             _intents.Exit(slot);
+            if (crcs is not null)
+            {
+                ArrayPool<uint>.Shared.Return(crcs);
+            }
         }
 
         return length;

@@ -45,6 +45,9 @@ public class MoveWritePathTests
         await volume.CopyAsync(0, 0, ObjectSize, [incoming.ComponentId], new byte[ObjectSize], CancellationToken.None);
         Assert.Equal(stores[r0.ComponentId].Bytes, stores[incoming.ComponentId].Bytes);
         Assert.Equal(0, stores[incoming.ComponentId].Reads);
+        var copiedCrcs = new uint[ObjectSize / 4096];
+        Checksums.Crc32CBlocks(stores[r0.ComponentId].Bytes, copiedCrcs);
+        Assert.Equal(copiedCrcs, stores[incoming.ComponentId].LastBlockCrcs);   // checksummed once, handed to the target
 
         // With the old component gone the object is still complete (replica 1) — and the new copy does not count as a
         // copy of replica 0 until the move completes.
