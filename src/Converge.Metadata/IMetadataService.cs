@@ -23,7 +23,11 @@ public interface IMetadataService : IAsyncDisposable
     /// <exception cref="NotLeaderException">This member is not the leader (the exception names the leader if known).</exception>
     Task<CommandResult> ProposeAsync(MetadataCommand command, CancellationToken ct);
 
-    /// <summary>Waits until <see cref="Current"/> reflects every command committed before the call (linearizable read).</summary>
+    /// <summary>
+    /// Waits until <see cref="Current"/> reflects every command committed before the call (linearizable read). Pass a
+    /// deadline: a Raft member asks a leader that does not answer again until it fires, and then fails with
+    /// <see cref="MetadataUnavailableException"/>, as it does when no leader is known.
+    /// </summary>
     Task BarrierAsync(CancellationToken ct);
 
     Task StartAsync(CancellationToken ct);

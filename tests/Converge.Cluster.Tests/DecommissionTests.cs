@@ -51,9 +51,9 @@ public sealed class DecommissionTests
             $"{leaving.Name} to be decommissioned", TimeSpan.FromSeconds(180));
         await fio.FinishAsync(TimeSpan.FromMinutes(3));
         await watching.CancelAsync();
-        var (fewest, sawMove) = await watcher;
+        var (fewest, fewestSeen, sawMove) = await watcher;
         Assert.True(sawMove, "no move (a new copy beside the old one) was seen during the decommission");
-        Assert.True(fewest >= copies, $"'dc' had only {fewest} active copies during the decommission (before: {copies})");
+        Assert.True(fewest >= copies, $"'dc' had only {fewest} active copies during the decommission (before: {copies}): {fewestSeen}");
 
         var host = await api.GetClusterHostAsync(leaving.Name);
         Assert.Equal("decommissioned", host.State);
@@ -72,7 +72,7 @@ public sealed class DecommissionTests
 
         // Refusals change nothing: three hosts left cannot keep FTT=1's three fault domains without h3; unknown names.
         var impossible = await Assert.ThrowsAsync<ConvergeApiException>(() => api.DecommissionHostAsync("h3"));
-        Assert.Equal(409, impossible.Status);
+        Assert.True(impossible.Status == 409, $"HTTP {impossible.Status}: {impossible.Detail}");
         Assert.Contains("nowhere to go", impossible.Detail, StringComparison.Ordinal);
         Assert.Equal("active", (await api.GetClusterHostAsync("h3")).State);
         var unknown = await Assert.ThrowsAsync<ConvergeApiException>(() => api.DecommissionHostAsync("nope"));
@@ -150,10 +150,14 @@ public sealed class DecommissionTests
     private static int ActiveCopies(VirtualDiskInfo info) =>
         info.Layout!.Count(c => c.Role == "data" && c.Replaces is null && c.State == "active");
 
-    /// <summary>Polls the layout until cancelled: the fewest active copies seen, and whether a move was seen under way.</summary>
-    private static async Task<(int Fewest, bool SawMove)> WatchAsync(ConvergeApiClient api, string vdisk, CancellationToken cancellationToken)
+    /// <summary>
+    /// Polls the layout until cancelled: the fewest active copies seen (and the layout that had them, so a failure says
+    /// which component was not active and why), and whether a move was seen under way.
+    /// </summary>
+    private static async Task<(int Fewest, string FewestSeen, bool SawMove)> WatchAsync(ConvergeApiClient api, string vdisk, CancellationToken cancellationToken)
     {
         var fewest = int.MaxValue;
+        var fewestSeen = string.Empty;
         var sawMove = false;
         var clock = Stopwatch.StartNew();
         while (!cancellationToken.IsCancellationRequested && clock.Elapsed < TimeSpan.FromMinutes(10))
@@ -161,7 +165,14 @@ public sealed class DecommissionTests
             try
             {
                 var info = await api.GetVirtualDiskAsync(vdisk, cancellationToken);
-                fewest = Math.Min(fewest, ActiveCopies(info));
+                var active = ActiveCopies(info);
+                if (active < fewest)
+                {
+                    fewest = active;
+                    fewestSeen = $"at {clock.Elapsed.TotalSeconds:0.0} s, generation {info.Generation}: " + string.Join("; ", info.Layout!.Select(c =>
+                        $"{c.Role} {c.Id} on {c.HostName} {c.State}" + (c.Replaces is null ? string.Empty : $" (replacing {c.Replaces})")));
+                }
+
                 sawMove |= info.Layout!.Any(c => c.Replaces is not null);
                 await Task.Delay(50, cancellationToken);
             }
@@ -175,6 +186,6 @@ public sealed class DecommissionTests
             }
         }
 
-        return (fewest, sawMove);
+        return (fewest, fewestSeen, sawMove);
     }
 }

@@ -78,6 +78,27 @@ public class RaftMetadataServiceTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public async Task A_barrier_on_a_follower_whose_leader_is_gone_fails_as_metadata_unavailable()
+    {
+        // Callers (a replica's fence check, the management API) treat MetadataUnavailableException as "refuse or ask
+        // again"; DotNext's own exception for a leader that stopped answering must not escape as something else.
+        await using var cluster = await MetadataCluster.StartAsync(3);
+        await cluster.ProposeOkAsync(TestData.Initialize());
+        var leader = await cluster.WaitForLeaderAsync();
+        var followers = cluster.Members.Where(m => m != leader).ToList();
+        await followers[1].StopAsync();
+        await leader.StopAsync();
+
+        // Right after the stop the follower still knows the old leader (a refused connection, asked again until the
+        // deadline); once its election timer fires it knows none.
+        for (var attempt = 0; attempt < 5; attempt++)
+        {
+            using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(3));
+            await Assert.ThrowsAsync<MetadataUnavailableException>(() => followers[0].Service!.BarrierAsync(cts.Token));
+        }
+    }
+
+    [Fact]
     public async Task Stopping_the_leader_elects_another_and_writes_continue()
     {
         await using var cluster = await MetadataCluster.StartAsync(3);

@@ -449,19 +449,37 @@ internal sealed partial class ClusterManager(ClusterNode node)
         state.FindHostByName(nameOrId) ?? state.Hosts.GetValueOrDefault(nameOrId)
         ?? throw new ClusterOperationException(HostErrorKind.NotFound, $"host '{nameOrId}' is not in the cluster; see 'converge host list'");
 
-    /// <summary>Changes start from a linearizable read, so they see what any host committed before (read your writes across hosts).</summary>
+    /// <summary>
+    /// Changes start from a linearizable read, so they see what any host committed before (read your writes across
+    /// hosts). Like proposals (<see cref="ClusterMetadata.ProposeAsync"/>), it waits out an election for up to 5 s: an
+    /// operator's command that lands in the few hundred milliseconds without a leader should not fail.
+    /// </summary>
     private async Task BarrierAsync(CancellationToken cancellationToken)
     {
         using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         timeout.CancelAfter(TimeSpan.FromSeconds(5));
-        try
+        while (true)
         {
-            await Metadata.Service.BarrierAsync(timeout.Token).ConfigureAwait(false);
-        }
-        catch (Exception e) when (e is MetadataUnavailableException or HttpRequestException or InvalidOperationException ||
-                                  (e is OperationCanceledException && !cancellationToken.IsCancellationRequested))
-        {
-            throw new ClusterOperationException(HostErrorKind.Unavailable, $"the cluster metadata is not reachable: {e.Message}", e);
+            Exception failure;
+            try
+            {
+                await Metadata.Service.BarrierAsync(timeout.Token).ConfigureAwait(false);
+                return;
+            }
+            catch (Exception e) when (e is MetadataUnavailableException or HttpRequestException or InvalidOperationException ||
+                                      (e is OperationCanceledException && !cancellationToken.IsCancellationRequested))
+            {
+                failure = e;
+            }
+
+            try
+            {
+                await Task.Delay(TimeSpan.FromMilliseconds(100), timeout.Token).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
+            {
+                throw new ClusterOperationException(HostErrorKind.Unavailable, $"the cluster metadata is not reachable: {failure.Message}", failure);
+            }
         }
     }
 

@@ -114,7 +114,21 @@ internal sealed class FenceAuthority(ClusterMetadata metadata) : IFenceAuthority
         {
             if (metadata.Raft is { } raft)
             {
-                await raft.BarrierAsync(timeout.Token).ConfigureAwait(false);
+                // Asked again until the deadline: one barrier that failed on a connection to the leader (a timeout on a
+                // loaded host) would refuse a request to a healthy replica, and its coordinator would then mark it absent,
+                // costing a copy of redundancy and a resync for a hiccup.
+                while (true)
+                {
+                    try
+                    {
+                        await raft.BarrierAsync(timeout.Token).ConfigureAwait(false);
+                        break;
+                    }
+                    catch (Metadata.MetadataUnavailableException)
+                    {
+                        await Task.Delay(50, timeout.Token).ConfigureAwait(false);
+                    }
+                }
             }
             else
             {

@@ -23,6 +23,7 @@ namespace Converge.Metadata.Raft;
 /// </remarks>
 public sealed class RaftMetadataService : IMetadataService
 {
+    private static readonly TimeSpan BarrierRetryDelay = TimeSpan.FromMilliseconds(50);
     private static readonly Meter Meter = new("Converge.Metadata");
     private static readonly Histogram<double> CommitDuration = Meter.CreateHistogram<double>(
         "converge.metadata.commit.duration", "ms", "Time from proposal to committed on a majority and applied on the leader");
@@ -142,17 +143,52 @@ public sealed class RaftMetadataService : IMetadataService
         }
     }
 
+    /// <summary>
+    /// Waits until the local state holds everything the leader had committed when asked. A failed request to a known
+    /// leader (a connection that timed out on a loaded host) is asked again until <paramref name="ct"/> fires, so callers
+    /// must pass a deadline; with no leader known it fails at once.
+    /// </summary>
     public async Task BarrierAsync(CancellationToken ct)
     {
         var raft = RunningCluster();
-        try
+        MemberUnavailableException? lastFailure = null;
+        while (true)
         {
-            await raft.ApplyReadBarrierAsync(ct).ConfigureAwait(false);
+            try
+            {
+                await raft.ApplyReadBarrierAsync(ct).ConfigureAwait(false);
+                return;
+            }
+            catch (QuorumUnreachableException e)
+            {
+                throw new MetadataUnavailableException("no majority of metadata members is reachable", e);
+            }
+            catch (MemberUnavailableException e)
+            {
+                if (ct.IsCancellationRequested)
+                {
+                    throw LeaderUnavailable(e);
+                }
+
+                lastFailure = e;
+            }
+            catch (OperationCanceledException) when (lastFailure is not null)
+            {
+                throw LeaderUnavailable(lastFailure);
+            }
+
+            try
+            {
+                await Task.Delay(BarrierRetryDelay, options.Time, ct).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException)
+            {
+                throw LeaderUnavailable(lastFailure);
+            }
         }
-        catch (QuorumUnreachableException e)
-        {
-            throw new MetadataUnavailableException("no majority of metadata members is reachable", e);
-        }
+
+        static MetadataUnavailableException LeaderUnavailable(MemberUnavailableException e) =>
+            new($"the metadata leader did not answer a read barrier: {e.Message}", e);
     }
 
     /// <summary>
