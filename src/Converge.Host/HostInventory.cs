@@ -506,6 +506,7 @@ internal sealed class HostInventory : INbdExportCatalog, IAsyncDisposable
         Time = options.Time,
         BackgroundFlushInterval = options.BackgroundFlushInterval,
         Logger = storeLogger,
+        OnLostWrite = Coordinator.Tracking.ChangeMap.ReplaceLostWrite,
     };
 
     private Task SaveAsync(CancellationToken cancellationToken)

@@ -18,4 +18,10 @@ internal static partial class Log
 
     [LoggerMessage(5, LogLevel.Warning, "Disk {Path}: the host filesystem cannot punch holes; freed space stays allocated in the file")]
     public static partial void PunchUnsupported(ILogger logger, string path);
+
+    [LoggerMessage(6, LogLevel.Warning, "Disk {Path}: component {ComponentId} ({Name}) lost the newest write of {Lost} blocks in a crash before it was flushed (older content kept); {Replaced} replaced as its owner asked")]
+    public static partial void LostWrites(ILogger logger, string path, Guid componentId, string name, long lost, long replaced);
+
+    [LoggerMessage(7, LogLevel.Error, "Disk {Path}: no free block to replace lost block {Block} of component {ComponentId}; it keeps its older content")]
+    public static partial void LostWriteNotReplaced(ILogger logger, string path, Guid componentId, long block);
 }

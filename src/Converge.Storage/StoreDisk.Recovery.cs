@@ -14,6 +14,19 @@ public sealed partial class StoreDisk
 
     internal int RecoveryRecords { get; private set; }
 
+    /// <summary>
+    /// Blocks whose newest write was lost at the last open: its unsynced Map record survived the crash but its data did
+    /// not, so the block kept older content (or none). A block written again since, in a record that verified, or
+    /// trimmed by a later record, is not counted: its newest state survived.
+    /// </summary>
+    public long RecoveryLostWrites { get; private set; }
+
+    /// <summary>Of <see cref="RecoveryLostWrites"/>, the blocks <see cref="StoreDiskOptions.OnLostWrite"/> replaced.</summary>
+    public long RecoveryReplacedBlocks { get; private set; }
+
+    // During replay only: per component, the blocks whose newest unsynced Map record failed verification so far.
+    private Dictionary<Guid, BlockSet>? _lostWrites;
+
     /// <summary>Opens and recovers a disk; throws <see cref="DiskOpenException"/> when it is missing or corrupt, never reformats.</summary>
     public static async Task<StoreDisk> OpenAsync(string path, StoreDiskOptions options, CancellationToken ct)
     {
@@ -140,6 +153,10 @@ public sealed partial class StoreDisk
         var end = await ReplayLogAsync(superblock.CheckpointLsn, ct);
         RebuildAllocation();
 
+        // Before the checkpoint below: once it is written the log that showed which writes were lost is gone, and the
+        // checkpoint's own fdatasync makes the replacements durable first.
+        await ReplaceLostWritesAsync(ct);
+
         // Start the next records two log lengths on: records of the crashed run beyond the replayed prefix can then
         // never carry an LSN the reader expects, so they are never replayed over newer state.
         var logBytes = _layout.LogBytes;
@@ -247,6 +264,7 @@ public sealed partial class StoreDisk
 
             case RecordType.DeleteComponent:
                 _components.Remove(new Guid(payload[..16]));
+                _lostWrites?.Remove(new Guid(payload[..16]));
                 break;
 
             case RecordType.Unmap:
@@ -256,6 +274,11 @@ public sealed partial class StoreDisk
                         var first = BinaryPrimitives.ReadInt64LittleEndian(payload[16..]);
                         var count = BinaryPrimitives.ReadInt64LittleEndian(payload[24..]);
                         var end = Math.Min(first + count, component.Size >> BlockShift);
+                        if (_lostWrites?.GetValueOrDefault(component.Id) is { } lost)
+                        {
+                            lost.Remove(first, end - first);
+                        }
+
                         for (var block = first; block < end; block++)
                         {
                             var chunk = component.Map.Chunk(block >> BlockMap.ChunkShift);
@@ -309,10 +332,16 @@ public sealed partial class StoreDisk
                 if (data is not null && Checksums.Crc32C(data.AsSpan(i << BlockShift, BlockSize)) != crc)
                 {
                     RecoveryRejectedBlocks++;
+                    (_lostWrites ??= []).TryAdd(id, new BlockSet());
+                    _lostWrites[id].Add(first + i);
                     continue;
                 }
 
                 component.Map.Set(first + i, BlockMap.Pack(physical + i, crc));
+                if (data is not null && _lostWrites?.GetValueOrDefault(id) is { } lost)
+                {
+                    lost.Remove(first + i, 1);
+                }
             }
         }
         finally
@@ -322,6 +351,80 @@ public sealed partial class StoreDisk
                 ArrayPool<byte>.Shared.Return(data);
             }
         }
+    }
+
+    /// <summary>
+    /// Counts the blocks whose newest write was lost and offers each to <see cref="StoreDiskOptions.OnLostWrite"/>; a
+    /// replacement goes to a new block (the old content stays intact for the checkpoint still on disk) that is not
+    /// rewritable in place, and the checkpoint that ends recovery makes it durable.
+    /// </summary>
+    private async Task ReplaceLostWritesAsync(CancellationToken ct)
+    {
+        if (_lostWrites is null)
+        {
+            return;
+        }
+
+        var buffer = new byte[BlockSize];
+        var runs = new BlockRun[1];
+        foreach (var (id, lost) in _lostWrites)
+        {
+            if (!_components.TryGetValue(id, out var component))
+            {
+                continue;
+            }
+
+            long replaced = 0;
+            foreach (var block in lost.Blocks())
+            {
+                RecoveryLostWrites++;
+                if (_options.OnLostWrite is not { } handler || block >= component.Size >> BlockShift)
+                {
+                    continue;
+                }
+
+                var entry = component.Map.Get(block);
+                if (entry == 0)
+                {
+                    Array.Clear(buffer);
+                }
+                else
+                {
+                    await ReadFullyAsync(_handle, buffer, _layout.BlockOffset(BlockMap.Physical(entry)), ct);
+                }
+
+                if (!handler(component.Id, component.Name, block, buffer))
+                {
+                    continue;
+                }
+
+                if (_allocator.FreeBlocks == 0)
+                {
+                    Log.LostWriteNotReplaced(_logger, Path, component.Id, block);
+                    continue;
+                }
+
+                _allocator.Allocate(1, runs);
+                await RandomAccess.WriteAsync(_handle, buffer, _layout.BlockOffset(runs[0].Start), ct);
+                component.Map.Set(block, BlockMap.Pack(runs[0].Start, Checksums.Crc32C(buffer)));
+                if (entry == 0)
+                {
+                    component.UsedBlocks++;
+                    _usedBlocks++;
+                }
+                else
+                {
+                    _allocator.Release(BlockMap.Physical(entry), 1);
+                }
+
+                replaced++;
+            }
+
+            RecoveryReplacedBlocks += replaced;
+            Log.LostWrites(_logger, Path, component.Id, component.Name, lost.Count, replaced);
+        }
+
+        _lostWrites = null;
     }
 
     private void RebuildAllocation()

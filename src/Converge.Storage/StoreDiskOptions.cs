@@ -39,7 +39,18 @@ public sealed class StoreDiskOptions
     public bool DefragmentOnRead { get; init; } = Environment.GetEnvironmentVariable("CONVERGE_STORE_DEFRAG") != "0";
 
     public ILogger? Logger { get; init; }
+
+    /// <summary>
+    /// Asked while a disk is opened, for every block whose newest write was lost in a crash (its record reached the
+    /// media, its data did not, so the block kept older content or none): return true to replace the block with what
+    /// the handler left in the span, which holds the older content (zeros if none). Replacements are durable before
+    /// the disk opens. For data whose lost bits must err towards set, such as change maps; null keeps older content.
+    /// </summary>
+    public LostWriteHandler? OnLostWrite { get; init; }
 }
+
+/// <summary>See <see cref="StoreDiskOptions.OnLostWrite"/>; called during recovery, so it must not touch the disk.</summary>
+public delegate bool LostWriteHandler(Guid componentId, string componentName, long logicalBlock, Span<byte> content);
 
 public enum DiskState
 {

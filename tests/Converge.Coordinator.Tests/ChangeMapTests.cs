@@ -1,5 +1,6 @@
 using Converge.Common;
 using Converge.Coordinator.Tracking;
+using Converge.Storage;
 
 namespace Converge.Coordinator.Tests;
 
@@ -22,6 +23,68 @@ public class ChangeMapTests
         Assert.Equal([new ChangedRange(8192, 4096)], await reloaded.ReadAsync(ChangeKinds.Dirty, CancellationToken.None));
         Assert.Equal([new ChangedRange(0, MiB)], await reloaded.ReadAsync(ChangeKinds.Intent0, CancellationToken.None));
         Assert.Equal([new ChangedRange(0, MiB), new ChangedRange(10 * MiB, 3 * MiB)], await reloaded.ReadAsync(ChangeKinds.Intents, CancellationToken.None));
+    }
+
+    [Fact]
+    public async Task A_map_page_whose_newest_write_a_crash_lost_comes_back_with_every_bit_set()
+    {
+        var dir = Path.Combine(Path.GetTempPath(), "converge-changemap-" + Guid.NewGuid().ToString("N"));
+        Directory.CreateDirectory(dir);
+        try
+        {
+            var ct = CancellationToken.None;
+            var componentId = Guid.NewGuid();
+            var componentName = $"vd/{componentId:N}";
+            var (impostorId, impostorName) = (Guid.NewGuid(), $"{Guid.NewGuid():N}.map");   // a standalone virtual disk's name may look like a map's
+            var options = new StoreDiskOptions { LogBytes = 8L << 20, BackgroundFlushInterval = TimeSpan.Zero, OnLostWrite = ChangeMap.ReplaceLostWrite };
+            Assert.True(ChangeMap.IsMapStore(ChangeMap.StoreIdFor(componentId), ChangeMap.StoreNameFor(componentName), out var owner));
+            Assert.Equal(componentId, owner);
+            Assert.False(ChangeMap.IsMapStore(componentId, componentName, out _));
+            Assert.False(ChangeMap.IsMapStore(impostorId, impostorName, out _));
+
+            var path = Path.Combine(dir, "disk.img");
+            var crashed = Path.Combine(dir, "crashed.img");
+            await using (var disk = await StoreDisk.FormatAsync(path, 128 * MiB, options, ct))
+            {
+                var data = await disk.CreateComponentAsync(componentId, componentName, 64 * MiB, ct);
+                var mapStore = await disk.CreateComponentAsync(ChangeMap.StoreIdFor(componentId), ChangeMap.StoreNameFor(componentName), ChangeMap.MapBytes, ct);
+                var impostor = await disk.CreateComponentAsync(impostorId, impostorName, MiB, ct);
+                await impostor.WriteAsync(0, Filled(1), WriteFlags.None, ct);
+                var map = new ChangeMap(mapStore, 64 * MiB);
+                await map.MarkAsync(5 * MiB, 4096, ChangeKinds.Intent0, durable: true, ct);
+
+                // After that flush: a write marks its region, then its data lands; the crash keeps the data but loses the
+                // map page (and the impostor's newer block).
+                await map.MarkAsync(20 * MiB, 4096, ChangeKinds.Intent0, durable: false, ct);
+                await data.WriteAsync(20 * MiB, Filled(7), WriteFlags.None, ct);
+                await impostor.WriteAsync(0, Filled(2), WriteFlags.None, ct);
+                await disk.CopyRawToAsync(crashed, ct);
+                using var file = File.OpenHandle(crashed, FileMode.Open, FileAccess.ReadWrite);
+                RandomAccess.Write(file, Filled(0x3C), disk.PhysicalOffsetOf(mapStore, 0)!.Value);
+                RandomAccess.Write(file, Filled(0x3C), disk.PhysicalOffsetOf(impostor, 0)!.Value);
+            }
+
+            await using var reopened = await StoreDisk.OpenAsync(crashed, options, ct);
+            Assert.Equal(2, reopened.RecoveryLostWrites);
+            Assert.Equal(1, reopened.RecoveryReplacedBlocks);
+            var recovered = new ChangeMap(reopened.FindComponent(ChangeMap.StoreIdFor(componentId))!, 64 * MiB);
+
+            // Without the replacement the page would read back as before the lost write: only 5 MiB marked, and the next
+            // coordinator would not reconcile the write at 20 MiB that one replica kept.
+            Assert.Equal([new ChangedRange(0, 64 * MiB)], await recovered.ReadAsync(ChangeKinds.Intent0, ct));
+            Assert.Empty(await recovered.ReadAsync(ChangeKinds.Intent1 | ChangeKinds.Dirty, ct));
+            var back = new byte[4096];
+            await reopened.FindComponent(componentId)!.ReadAsync(20 * MiB, back, ct);
+            Assert.Equal(Filled(7), back);
+            await reopened.FindComponent(impostorId)!.ReadAsync(0, back, ct);
+            Assert.Equal(Filled(1), back);
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+
+        static byte[] Filled(byte value) => Enumerable.Repeat(value, 4096).ToArray();
     }
 
     [Fact]

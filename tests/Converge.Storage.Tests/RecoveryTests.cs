@@ -159,6 +159,82 @@ public sealed class RecoveryTests : IDisposable
     }
 
     [Fact]
+    public async Task Blocks_whose_newest_write_was_lost_are_counted_and_replaced_durably_when_the_owner_asks()
+    {
+        var path = _dir.File("d.img");
+        var (vId, wId) = (Guid.NewGuid(), Guid.NewGuid());
+        await using var disk = await StoreDisk.FormatAsync(path, DiskSize, Options(), Ct);
+        var v = await disk.CreateComponentAsync(vId, "v", 8L << 20, Ct);
+        var w = await disk.CreateComponentAsync(wId, "w", 8L << 20, Ct);
+        await v.WriteAsync(0, Blocks(0, 4, 1), WriteFlags.None, Ct);
+        await w.WriteAsync(0, Blocks(0, 1, 1), WriteFlags.None, Ct);
+        await v.FlushAsync(Ct);
+
+        await v.WriteAsync(0, Blocks(0, 4, 2), WriteFlags.None, Ct);        // block 0's data will be lost
+        await v.WriteAsync(10 * Block, Blocks(10, 1, 2), WriteFlags.None, Ct); // first write of block 10, lost
+        await v.WriteAsync(4 * Block, Blocks(4, 1, 1), WriteFlags.None, Ct);   // rewritten in place twice: older records
+        await v.WriteAsync(4 * Block, Blocks(4, 1, 2), WriteFlags.None, Ct);   // fail verification, the newest does not
+        await v.WriteAsync(4 * Block, Blocks(4, 1, 3), WriteFlags.None, Ct);
+        await v.WriteAsync(5 * Block, Blocks(5, 1, 1), WriteFlags.None, Ct);   // lost, but trimmed afterwards
+        var block5 = disk.PhysicalOffsetOf(v, 5)!.Value;
+        await v.TrimAsync(5 * Block, Block, WriteFlags.None, Ct);
+        await w.WriteAsync(0, Blocks(0, 1, 2), WriteFlags.None, Ct);            // lost, and its owner keeps old content
+        Assert.Equal(2, disk.InPlaceWrites);
+
+        var copy = _dir.File("crashed.img");
+        await disk.CopyRawToAsync(copy, Ct);
+        await Corrupt(copy, disk.PhysicalOffsetOf(v, 0)!.Value, Block, 1);
+        await Corrupt(copy, disk.PhysicalOffsetOf(v, 10)!.Value, Block, 2);
+        await Corrupt(copy, block5, Block, 3);
+        await Corrupt(copy, disk.PhysicalOffsetOf(w, 0)!.Value, Block, 4);
+
+        var offered = new List<(string Name, long Block, int Version)>();
+        var options = new StoreDiskOptions
+        {
+            LogBytes = 8L << 20,
+            BackgroundFlushInterval = TimeSpan.Zero,
+            OnLostWrite = (id, name, block, content) =>
+            {
+                offered.Add((name, block, VersionOf(content, block)));
+                if (id != vId)
+                {
+                    return false;
+                }
+
+                content.Fill(0xA5);
+                return true;
+            },
+        };
+        await using var reopened = await StoreDisk.OpenAsync(copy, options, Ct);
+        Assert.Equal([("v", 0L, 1), ("v", 10L, -1), ("w", 0L, 1)], offered.OrderBy(o => o.Name).ThenBy(o => o.Block));
+        Assert.Equal(3, reopened.RecoveryLostWrites);
+        Assert.Equal(2, reopened.RecoveryReplacedBlocks);
+
+        async Task AssertRecoveredAsync(StoreDisk d)
+        {
+            var back = new byte[11 * Block];
+            await d.FindComponent(vId)!.ReadAsync(0, back, Ct);
+            Assert.True(back.AsSpan(0, Block).IndexOfAnyExcept((byte)0xA5) < 0, "block 0 was replaced");
+            Assert.Equal(2, VersionOf(back.AsSpan(Block, Block), 1));
+            Assert.Equal(3, VersionOf(back.AsSpan(4 * Block, Block), 4));
+            Assert.Equal(-1, VersionOf(back.AsSpan(5 * Block, Block), 5));
+            Assert.True(back.AsSpan(10 * Block, Block).IndexOfAnyExcept((byte)0xA5) < 0, "block 10 was replaced");
+            await AssertVersionsAsync(d.FindComponent(wId)!, 0, 1, 1);
+            Assert.Equal(0, d.ChecksumErrors);
+            Assert.Equal(7 * Block, d.UsedBytes);
+        }
+
+        await AssertRecoveredAsync(reopened);
+
+        // The checkpoint that ended recovery holds the replacements: a crash right after the open keeps them.
+        var second = _dir.File("crashed-again.img");
+        await reopened.CopyRawToAsync(second, Ct);
+        await using var again = await StoreDisk.OpenAsync(second, Options(), Ct);
+        Assert.Equal(0, again.RecoveryLostWrites);
+        await AssertRecoveredAsync(again);
+    }
+
+    [Fact]
     public async Task Bit_rot_is_an_error_never_data()
     {
         await using var disk = await StoreDisk.FormatAsync(_dir.File("d.img"), DiskSize, Options(), Ct);

@@ -56,6 +56,58 @@ public sealed class ChangeMap
     private readonly Dictionary<long, Page> pages = [];
     private readonly SemaphoreSlim persist = new(1, 1);
 
+    private const string StoreNameSuffix = ".map";
+
+    /// <summary>The store id of a data component's map: derived, so it needs no metadata of its own.</summary>
+    public static Guid StoreIdFor(Guid componentId)
+    {
+        Span<byte> bytes = stackalloc byte[16];
+        componentId.TryWriteBytes(bytes);
+        bytes[15] ^= 0xC3;
+        bytes[14] ^= 0x5A;
+        return new Guid(bytes);
+    }
+
+    /// <summary>The store name of a data component's map; a data component's store name ends with its id.</summary>
+    public static string StoreNameFor(string componentName) => componentName + StoreNameSuffix;
+
+    /// <summary>
+    /// Whether a store component is a change map, and of which data component: its name is that component's name
+    /// (ending with its id, 32 hex digits) plus ".map", and its id is derived from that id, so a virtual disk an
+    /// operator happens to name like one is not mistaken for one.
+    /// </summary>
+    public static bool IsMapStore(Guid storeId, string storeName, out Guid componentId)
+    {
+        componentId = Guid.Empty;
+        const int idLength = 32;
+        if (!storeName.EndsWith(StoreNameSuffix, StringComparison.Ordinal) || storeName.Length < idLength + StoreNameSuffix.Length
+            || !Guid.TryParseExact(storeName.AsSpan(storeName.Length - StoreNameSuffix.Length - idLength, idLength), "N", out var owner)
+            || StoreIdFor(owner) != storeId)
+        {
+            return false;
+        }
+
+        componentId = owner;
+        return true;
+    }
+
+    /// <summary>
+    /// For the store's <c>OnLostWrite</c>: a map page whose newest write a crash lost may have lost bits set for data
+    /// writes that did survive, and a missing bit lets replicas differ unnoticed. So every bit of such a page is set
+    /// again: the next coordinator reconciles, and the next resync copies, all the page covers (extra bits only cost
+    /// copying). Any other store component keeps its older content.
+    /// </summary>
+    public static bool ReplaceLostWrite(Guid storeId, string storeName, long logicalBlock, Span<byte> content)
+    {
+        if (!IsMapStore(storeId, storeName, out _))
+        {
+            return false;
+        }
+
+        content.Fill(0xFF);
+        return true;
+    }
+
     public ChangeMap(IBlockVolume store, long componentBytes)
     {
         if (componentBytes > MaxComponentBytes || store.Size < MapBytes)

@@ -345,7 +345,10 @@ internal sealed class CoordinatedDisk : IReplicaObserver
                 ranges.AddRange(await ReadChangesAsync(volume, member.ComponentId, ChangeKinds.Intents, cancellationToken).ConfigureAwait(false));
             }
 
+            // Only what some readable replica holds: a range that is a hole on all of them reads as zeros on all of
+            // them, and copying it would fill the holes (a map page lost in a crash marks up to 32 GiB at once).
             ranges = ChangeMap.Merge(ranges);
+            ranges = await AllocatedWithinAsync(volume, readable.Select(r => r.ComponentId), ranges, cancellationToken).ConfigureAwait(false);
             var total = ranges.Sum(r => r.Length);
             if (total > 0)
             {
@@ -659,34 +662,62 @@ internal sealed class CoordinatedDisk : IReplicaObserver
     {
         var source = volume.Siblings(component).FirstOrDefault(s => volume.IsReadable(s.ComponentId))
             ?? throw new VolumeException(VolumeError.Unavailable, $"no active replica to rebuild component {component.ComponentId:N} from");
-        var replica = volume.Members[source.ComponentId];
         var ranges = new List<ChangedRange>();
-        for (var at = 0L; at < component.Length;)
+        await AddAllocatedAsync(volume.Members[source.ComponentId], 0, component.Length, ranges, cancellationToken).ConfigureAwait(false);
+        return ChangeMap.Merge(ranges);
+    }
+
+    /// <summary>The parts of <paramref name="ranges"/> that any of <paramref name="replicas"/> has allocated, merged.</summary>
+    private static async Task<List<ChangedRange>> AllocatedWithinAsync(
+        ReplicatedVolume volume, IEnumerable<Guid> replicas, List<ChangedRange> ranges, CancellationToken cancellationToken)
+    {
+        var allocated = new List<ChangedRange>();
+        foreach (var id in replicas)
         {
-            var window = Math.Min(BlockGeometry.MaxRequestBytes, component.Length - at);
+            try
+            {
+                foreach (var range in ranges)
+                {
+                    await AddAllocatedAsync(volume.Members[id], range.Offset, range.Length, allocated, cancellationToken).ConfigureAwait(false);
+                }
+            }
+            catch (VolumeException e) when (e is not ReplicaFailureException)
+            {
+                throw new ReplicaFailureException(new Dictionary<Guid, VolumeException> { [id] = e }, volume.Generation);
+            }
+        }
+
+        return ChangeMap.Merge(allocated);
+    }
+
+    /// <summary>Adds the allocated (not hole) parts of [offset, offset + length) of one replica to <paramref name="ranges"/>.</summary>
+    private static async Task AddAllocatedAsync(IReplicaComponent replica, long offset, long length, List<ChangedRange> ranges, CancellationToken cancellationToken)
+    {
+        var end = offset + length;
+        for (var at = offset; at < end;)
+        {
+            var window = Math.Min(BlockGeometry.MaxRequestBytes, end - at);
             var start = at;
             var extents = await Bounded(ct => replica.GetAllocationAsync(start, window, ct), cancellationToken).ConfigureAwait(false);
             var covered = 0L;
             foreach (var extent in extents)
             {
-                var length = Math.Min(extent.Length, window - covered);
-                if (length <= 0)
+                var extentLength = Math.Min(extent.Length, window - covered);
+                if (extentLength <= 0)
                 {
                     break;
                 }
 
                 if (!extent.Flags.HasFlag(AllocationFlags.Hole))
                 {
-                    ranges.Add(new ChangedRange(at + covered, length));
+                    ranges.Add(new ChangedRange(at + covered, extentLength));
                 }
 
-                covered += length;
+                covered += extentLength;
             }
 
             at += Math.Max(covered, BlockGeometry.BlockSize);
         }
-
-        return ChangeMap.Merge(ranges);
     }
 
     /// <summary>

@@ -32,16 +32,6 @@ internal sealed class LocalComponents(HostInventory inventory) : ILocalComponent
 
     public static string ComponentName(string virtualDiskName, Guid componentId) => $"{virtualDiskName}/{componentId:N}";
 
-    /// <summary>The store id of a data component's change map: derived, so it needs no metadata of its own.</summary>
-    public static Guid ChangeMapId(Guid componentId)
-    {
-        Span<byte> bytes = stackalloc byte[16];
-        componentId.TryWriteBytes(bytes);
-        bytes[15] ^= 0xC3;
-        bytes[14] ^= 0x5A;
-        return new Guid(bytes);
-    }
-
     public async ValueTask<ChangeMap> GetChangeMapAsync(Guid componentId, CancellationToken cancellationToken)
     {
         if (changeMaps.TryGetValue(componentId, out var map))
@@ -59,9 +49,9 @@ internal sealed class LocalComponents(HostInventory inventory) : ILocalComponent
 
             var component = FindComponent(componentId)
                 ?? throw new VolumeException(VolumeError.Unavailable, $"component {componentId:N} is not on this host's online disks");
-            var mapId = ChangeMapId(componentId);
+            var mapId = ChangeMap.StoreIdFor(componentId);
             var store = FindComponent(mapId)
-                ?? await component.Disk.CreateComponentAsync(mapId, component.Name + ".map", ChangeMap.MapBytes, cancellationToken).ConfigureAwait(false);
+                ?? await component.Disk.CreateComponentAsync(mapId, ChangeMap.StoreNameFor(component.Name), ChangeMap.MapBytes, cancellationToken).ConfigureAwait(false);
             map = new ChangeMap(store, component.Size);
             changeMaps[componentId] = map;
             return map;
@@ -151,7 +141,7 @@ internal sealed class LocalComponents(HostInventory inventory) : ILocalComponent
             }
 
             changeMaps.TryRemove(componentId, out _);
-            if (FindComponent(ChangeMapId(componentId)) is { } map)
+            if (FindComponent(ChangeMap.StoreIdFor(componentId)) is { } map)
             {
                 await map.Disk.DeleteComponentAsync(map.Id, cancellationToken).ConfigureAwait(false);
             }

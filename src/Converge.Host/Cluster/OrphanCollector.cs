@@ -1,3 +1,4 @@
+using Converge.Coordinator.Tracking;
 using Converge.Metadata;
 using Converge.Storage;
 
@@ -41,16 +42,15 @@ internal sealed partial class OrphanCollector(ClusterNode node, TimeSpan grace, 
     /// <summary>The data component a store component belongs to (itself, or the one whose change map it is); null if it is not a cluster component.</summary>
     internal static Guid? OwnerOf(StoreComponent component)
     {
-        var name = component.Name;
-        var isMap = name.EndsWith(".map", StringComparison.Ordinal);
-        var slash = name.LastIndexOf('/');
-        if (slash <= 0 || !Guid.TryParseExact(name.AsSpan(slash + 1, name.Length - slash - 1 - (isMap ? 4 : 0)), "N", out var owner))
+        if (ChangeMap.IsMapStore(component.Id, component.Name, out var mapOwner))
         {
-            return null;
+            return mapOwner;
         }
 
-        // The id must be the one the name says (a change map's id is derived from its component's).
-        return (isMap ? LocalComponents.ChangeMapId(owner) : owner) == component.Id ? owner : null;
+        // A data component: its name ends with its id.
+        var name = component.Name;
+        var slash = name.LastIndexOf('/');
+        return slash > 0 && Guid.TryParseExact(name.AsSpan(slash + 1), "N", out var owner) && owner == component.Id ? owner : null;
     }
 
     private async Task RunAsync(CancellationToken cancellationToken)
@@ -137,7 +137,7 @@ internal sealed partial class OrphanCollector(ClusterNode node, TimeSpan grace, 
             var (name, bytes, disk) = (component.Name, component.Size, component.Disk.Path);
             await node.Local.DeleteAsync(owner, cancellationToken).ConfigureAwait(false);
             unreferencedSince.Remove(component.Id);
-            unreferencedSince.Remove(LocalComponents.ChangeMapId(owner));
+            unreferencedSince.Remove(ChangeMap.StoreIdFor(owner));
             Deleted++;
             OrphanDeleted(logger, name, bytes, disk, unreferencedFor.TotalMinutes);
         }
