@@ -155,7 +155,7 @@ public sealed partial class StoreDisk
 
         // Before the checkpoint below: once it is written the log that showed which writes were lost is gone, and the
         // checkpoint's own fdatasync makes the replacements durable first.
-        await ReplaceLostWritesAsync(ct);
+        var superseded = await ReplaceLostWritesAsync(ct);
 
         // Start the next records two log lengths on: records of the crashed run beyond the replayed prefix can then
         // never carry an LSN the reader expects, so they are never replayed over newer state.
@@ -164,6 +164,12 @@ public sealed partial class StoreDisk
         _tail = _head;
         _lastSyncedHead = _head;
         await CheckpointCoreAsync(ct);
+
+        // Only now: until the checkpoint above was durable, a crash would have replayed the old state onto these.
+        foreach (var block in superseded)
+        {
+            _allocator.Release(block, 1);
+        }
     }
 
     private readonly record struct RecordRef(int Position, int Length, long Lsn, RecordType Type);
@@ -356,13 +362,15 @@ public sealed partial class StoreDisk
     /// <summary>
     /// Counts the blocks whose newest write was lost and offers each to <see cref="StoreDiskOptions.OnLostWrite"/>; a
     /// replacement goes to a new block (the old content stays intact for the checkpoint still on disk) that is not
-    /// rewritable in place, and the checkpoint that ends recovery makes it durable.
+    /// rewritable in place, and the checkpoint that ends recovery makes it durable. Returns the physical blocks the
+    /// replacements superseded: the caller frees them once that checkpoint is written.
     /// </summary>
-    private async Task ReplaceLostWritesAsync(CancellationToken ct)
+    private async Task<List<long>> ReplaceLostWritesAsync(CancellationToken ct)
     {
+        var superseded = new List<long>();
         if (_lostWrites is null)
         {
-            return;
+            return superseded;
         }
 
         var buffer = new byte[BlockSize];
@@ -414,7 +422,7 @@ public sealed partial class StoreDisk
                 }
                 else
                 {
-                    _allocator.Release(BlockMap.Physical(entry), 1);
+                    superseded.Add(BlockMap.Physical(entry));
                 }
 
                 replaced++;
@@ -425,6 +433,7 @@ public sealed partial class StoreDisk
         }
 
         _lostWrites = null;
+        return superseded;
     }
 
     private void RebuildAllocation()

@@ -188,6 +188,8 @@ public sealed class RecoveryTests : IDisposable
         await Corrupt(copy, block5, Block, 3);
         await Corrupt(copy, disk.PhysicalOffsetOf(w, 0)!.Value, Block, 4);
 
+        var beforeRecovery = _dir.File("before-recovery.img");
+        File.Copy(copy, beforeRecovery);
         var offered = new List<(string Name, long Block, int Version)>();
         var options = new StoreDiskOptions
         {
@@ -225,6 +227,22 @@ public sealed class RecoveryTests : IDisposable
         }
 
         await AssertRecoveredAsync(reopened);
+
+        // A crash during that open, after the replacements were written and before its checkpoint, leaves the old
+        // state to recover again: the replacements must not have overwritten any block it still maps.
+        foreach (var block in new[] { 0L, 10L })
+        {
+            Overwrite(beforeRecovery, reopened.PhysicalOffsetOf(reopened.FindComponent(vId)!, block)!.Value, Enumerable.Repeat((byte)0xA5, Block).ToArray());
+        }
+
+        await using (var interrupted = await StoreDisk.OpenAsync(beforeRecovery, Options(), Ct))
+        {
+            Assert.Equal(3, interrupted.RecoveryLostWrites);
+            var back = new byte[Block];
+            await interrupted.FindComponent(vId)!.ReadAsync(0, back, Ct);
+            Assert.Equal(1, VersionOf(back, 0));
+            Assert.Equal(0, interrupted.ChecksumErrors);
+        }
 
         // The checkpoint that ended recovery holds the replacements: a crash right after the open keeps them.
         var second = _dir.File("crashed-again.img");
