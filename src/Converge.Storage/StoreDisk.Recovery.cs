@@ -332,22 +332,25 @@ public sealed partial class StoreDisk
                 await ReadFullyAsync(_handle, data.AsMemory(0, count << BlockShift), _layout.BlockOffset(physical), ct);
             }
 
+            var lost = data is null ? null : _lostWrites?.GetValueOrDefault(id);
             for (var i = 0; i < count; i++)
             {
                 var crc = BinaryPrimitives.ReadUInt32LittleEndian(payloadMemory.Span[(LogRecord.MapFixed + (4 * i))..]);
                 if (data is not null && Checksums.Crc32C(data.AsSpan(i << BlockShift, BlockSize)) != crc)
                 {
                     RecoveryRejectedBlocks++;
-                    (_lostWrites ??= []).TryAdd(id, new BlockSet());
-                    _lostWrites[id].Add(first + i);
+                    if (lost is null)
+                    {
+                        lost = new BlockSet();
+                        (_lostWrites ??= []).Add(id, lost);
+                    }
+
+                    lost.Add(first + i);
                     continue;
                 }
 
                 component.Map.Set(first + i, BlockMap.Pack(physical + i, crc));
-                if (data is not null && _lostWrites?.GetValueOrDefault(id) is { } lost)
-                {
-                    lost.Remove(first + i, 1);
-                }
+                lost?.Remove(first + i, 1);
             }
         }
         finally
