@@ -50,27 +50,44 @@ internal sealed class MetadataCluster : IAsyncDisposable
         return member;
     }
 
-    /// <summary>Starts a new empty member and has the leader add it as a voter.</summary>
+    /// <summary>Starts a new empty member and has the leader add it as a voter, following leader changes as proposals do.</summary>
     public async Task<Member> JoinAsync()
     {
-        var leader = await WaitForLeaderAsync();
         var member = AddMember(coldStart: false);
         await member.StartAsync();
         using var cts = new CancellationTokenSource(Deadline);
-        await leader.Service!.AddVoterAsync(member.Endpoint, cts.Token);
+        Member leader;
+        while (true)
+        {
+            leader = await WaitForLeaderAsync(joining: member);
+            try
+            {
+                // Adding a member that already is one returns at once, so a retry after a lost leadership is safe.
+                await leader.Service!.AddVoterAsync(member.Endpoint, cts.Token);
+                break;
+            }
+            catch (NotLeaderException) when (!cts.IsCancellationRequested)
+            {
+                // Leadership moved during the change (seen on a loaded machine): ask the new leader.
+            }
+        }
+
         await Eventually(() => member.Service!.LeaderRaftEndpoint == leader.Endpoint, "the new member to know the leader");
         return member;
     }
 
-    /// <summary>The one running member that is leader and that every running member agrees on.</summary>
-    public async Task<Member> WaitForLeaderAsync()
+    /// <summary>
+    /// The one running member that is leader and that every running member agrees on; a member still
+    /// <paramref name="joining"/> need not know it yet (it may already be the leader, if the join got far enough).
+    /// </summary>
+    public async Task<Member> WaitForLeaderAsync(Member? joining = null)
     {
         Member? leader = null;
         await Eventually(() =>
         {
             var leaders = Running.Where(m => m.Service!.IsLeader).ToList();
             leader = leaders.Count == 1 ? leaders[0] : null;
-            return leader is not null && Running.All(m => m.Service!.LeaderRaftEndpoint == leader.Endpoint);
+            return leader is not null && Running.All(m => m == joining || m.Service!.LeaderRaftEndpoint == leader.Endpoint);
         }, "a single leader known to every running member");
         return leader!;
     }
@@ -79,9 +96,10 @@ internal sealed class MetadataCluster : IAsyncDisposable
     public async Task<CommandResult> ProposeAsync(MetadataCommand command)
     {
         using var cts = new CancellationTokenSource(Deadline);
+        Member leader;
         while (true)
         {
-            var leader = await WaitForLeaderAsync();
+            leader = await WaitForLeaderAsync();
             try
             {
                 return await leader.Service!.ProposeAsync(command, cts.Token);
