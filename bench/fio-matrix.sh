@@ -6,8 +6,10 @@
 #   JOBS='write-1m|qd1' RUNS=1 bench/fio-matrix.sh   # only some jobs
 #   HOSTS=3 bench/fio-matrix.sh                      # an FTT=1 virtual disk on a local 3-host cluster
 #   HOSTS=3 ENTRY=witness bench/fio-matrix.sh        # ... with fio on the host that holds no data replica
+#   HOSTS=3 MIRROR=1 bench/fio-matrix.sh             # ... and a third target: a mirror built from nbdkit (bench/reference)
 #
-# Needs: the .NET SDK (builds Release if the binary is missing), fio, nbdkit, python3.
+# Needs: the .NET SDK (builds Release if the binary is missing), fio, nbdkit, python3; MIRROR=1 also a C compiler and
+# nbdkit's filter header (Debian: gcc, nbdkit-plugin-dev).
 # Everything lives in one temp dir (removed at exit); every process is stopped by PID.
 set -euo pipefail
 root="$(cd "$(dirname "$(readlink -f "$0")")/.." && pwd)"
@@ -23,6 +25,9 @@ POLICY="${POLICY:-default}"   # cluster mode: the virtual disk's policy (default
 # virtual disk (the VM runs beside its data); 'witness': a host without one (every I/O is remote); or a host name.
 # Placement is random per cluster, so without this the 1 MiB figures swing with where the data landed.
 ENTRY="${ENTRY:-data}"
+# 1: also measure bench/reference/localcopy.c, the least a mirrored write costs here (a local copy, then nbdkit's nbd
+# plugin on to a second nbdkit file over loopback; no checksums, log or allocation), as a third target "mirror".
+MIRROR="${MIRROR:-0}"
 
 for tool in fio nbdkit python3; do
   command -v "$tool" >/dev/null || { echo "fio-matrix: $tool is missing (./test.sh installs the tools)" >&2; exit 1; }
@@ -44,7 +49,9 @@ cleanup() {
     for _ in $(seq 1 100); do kill -0 "$host_pid" 2>/dev/null || break; sleep 0.1; done
     kill -KILL "$host_pid" 2>/dev/null || true
   fi
-  if [ -f "$work/nbdkit.pid" ]; then kill -TERM "$(cat "$work/nbdkit.pid")" 2>/dev/null || true; fi
+  for pidfile in "$work/nbdkit.pid" "$work/mirror.pid" "$work/mirror-peer.pid"; do
+    if [ -f "$pidfile" ]; then kill -TERM "$(cat "$pidfile")" 2>/dev/null || true; fi
+  done
   if [ -n "$OUT" ]; then mkdir -p "$OUT" && cp "$work"/*.json "$OUT"/ 2>/dev/null || true; fi
   rm -rf "$work"
 }
@@ -55,7 +62,11 @@ free_ports() {
   python3 -c 'import socket, sys; ss = [socket.socket() for _ in range(int(sys.argv[1]))]; [s.bind(("127.0.0.1", 0)) for s in ss]; print(" ".join(str(s.getsockname()[1]) for s in ss))' "${1:-1}"
 }
 
-nbdkit_port="$(free_ports 1)"
+read -r nbdkit_port mirror_port mirror_peer_port <<<"$(free_ports 3)"
+if [ "$MIRROR" = 1 ]; then
+  [ -f /usr/include/nbdkit-filter.h ] && command -v cc >/dev/null ||
+    { echo "fio-matrix: MIRROR=1 needs a C compiler and nbdkit-filter.h (Debian: gcc nbdkit-plugin-dev)" >&2; exit 1; }
+fi
 if [ "$HOSTS" -gt 1 ]; then
   # A local cluster through 'converge up': four blocks of HOSTS consecutive free ports (NBD, API, peer, Raft).
   base="$(python3 - "$HOSTS" <<'PY'
@@ -132,6 +143,18 @@ declare -A uri=(
   [converge]="nbd://127.0.0.1:$nbd_port/bench"
   [nbdkit]="nbd://127.0.0.1:$nbdkit_port/"
 )
+targets=(converge nbdkit)
+if [ "$MIRROR" = 1 ]; then
+  cc -O2 -fPIC -shared -Wall -o "$work/localcopy.so" "$root/bench/reference/localcopy.c"
+  for f in mirror-local.img mirror-peer.img; do truncate -s "$VDISK_SIZE" "$work/$f" 2>/dev/null || truncate -s "${VDISK_SIZE%iB}" "$work/$f"; done
+  nbdkit -P "$work/mirror-peer.pid" -p "$mirror_peer_port" -i 127.0.0.1 file "$work/mirror-peer.img"
+  for _ in $(seq 1 50); do [ -s "$work/mirror-peer.pid" ] && break; sleep 0.1; done
+  nbdkit -P "$work/mirror.pid" -p "$mirror_port" -i 127.0.0.1 --filter="$work/localcopy.so" \
+    nbd uri="nbd://127.0.0.1:$mirror_peer_port/" localfile="$work/mirror-local.img"
+  for _ in $(seq 1 50); do [ -s "$work/mirror.pid" ] && break; sleep 0.1; done
+  uri[mirror]="nbd://127.0.0.1:$mirror_port/"
+  targets+=(mirror)
+fi
 
 # name  rw  bs  iodepth
 jobs=(
@@ -149,8 +172,8 @@ if [ -n "${JOBS:-}" ]; then  # e.g. JOBS='write-1m|qd1': only the jobs whose nam
   jobs=("${selected[@]}")
 fi
 
-echo "fio-matrix: converge pid(s) $host_pids at ${uri[converge]} (HOSTS=$HOSTS), nbdkit at ${uri[nbdkit]}; $RUNS runs x ${RUNTIME}s, working set $SIZE"
-for target in converge nbdkit; do
+echo "fio-matrix: converge pid(s) $host_pids at ${uri[converge]} (HOSTS=$HOSTS), nbdkit at ${uri[nbdkit]}${uri[mirror]:+, mirror at ${uri[mirror]}}; $RUNS runs x ${RUNTIME}s, working set $SIZE"
+for target in "${targets[@]}"; do
   echo "fio-matrix: preconditioning $target ($SIZE sequential write)"
   fio --name=precondition --ioengine=nbd --uri="${uri[$target]}" --rw=write --bs=1m --iodepth=8 \
     --size="$SIZE" --output-format=json --output="$work/precondition-$target.json" >/dev/null
@@ -171,11 +194,12 @@ declare -A pids=(
   [converge]="$host_pids"
   [nbdkit]="$(cat "$work/nbdkit.pid")"
 )
+if [ "$MIRROR" = 1 ]; then pids[mirror]="$(cat "$work/mirror.pid") $(cat "$work/mirror-peer.pid")"; fi
 
 for run in $(seq 1 "$RUNS"); do
   for job in "${jobs[@]}"; do
     read -r name rw bs depth <<<"$job"
-    for target in converge nbdkit; do
+    for target in "${targets[@]}"; do
       # shellcheck disable=SC2086  # pid lists split on purpose
       before="$(cpu_ticks ${pids[$target]})"
       load="$(cut -d' ' -f1 /proc/loadavg)"
@@ -195,9 +219,10 @@ for pid in $host_pids; do
   if [ "${kb:-0}" -gt "$rss_kb" ]; then rss_kb=$kb; fi
 done
 
-python3 - "$work" "$RUNS" "$rss_kb" "${jobs[@]%% *}" <<'PY'
+python3 - "$work" "$RUNS" "$rss_kb" "$MIRROR" "${jobs[@]%% *}" <<'PY'
 import json, os, statistics, sys
-work, runs, rss_kb, jobs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3] or 0), sys.argv[4:]
+work, runs, rss_kb, mirror, jobs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3] or 0), sys.argv[4] == "1", sys.argv[5:]
+targets = ("converge", "nbdkit", "mirror") if mirror else ("converge", "nbdkit")
 
 def load(name, target, run):
     with open(os.path.join(work, "%s-%s-%d.json" % (name, target, run))) as f:
@@ -230,12 +255,23 @@ for name in jobs:
 for key, label in (("lat_mean_us", "mean"), ("lat_p99_us", "p99")) if "randwrite-4k-qd1" in jobs else ():
     c, n = median("randwrite-4k-qd1", "converge", key), median("randwrite-4k-qd1", "nbdkit", key)
     print("| randwrite-4k-qd1 | %s completion latency (us) | %.0f | %.0f | %.2f |" % (label, c, n, c / n if n else float("nan")))
+if mirror:
+    print()
+    print("The mirror reference (bench/reference/localcopy.c: a local copy, then nbdkit's nbd plugin to a second nbdkit file):")
+    print()
+    print("| job | metric | mirror | mirror / nbdkit | Converge / mirror | CPU µs per I/O, mirror (both nbdkits) |")
+    print("|---|---|---:|---:|---:|---:|")
+    for name in jobs:
+        key, unit = ("mibs", "MiB/s") if "1m" in name else ("iops", "IOPS")
+        c, n, m = (median(name, t, key) for t in ("converge", "nbdkit", "mirror"))
+        print("| %s | %s | %.0f | %.2f | %.2f | %.0f |" % (
+            name, unit, m, m / n if n else float("nan"), c / m if m else float("nan"), median(name, "mirror", "cpu_us_per_io")))
 print()
-loads = [load(n, t, r)["load"] for n in jobs for t in ("converge", "nbdkit") for r in range(1, runs + 1)]
+loads = [load(n, t, r)["load"] for n in jobs for t in targets for r in range(1, runs + 1)]
 print("medians of %d runs; largest peak RSS of a converge host (VmHWM): %.0f MiB" % (runs, rss_kb / 1024))
 print("1-minute load average at the start of each fio run: median %.1f, range %.1f-%.1f" % (
     statistics.median(loads), min(loads), max(loads)))
-errors = sum(load(n, t, r)["errors"] for n in jobs for t in ("converge", "nbdkit") for r in range(1, runs + 1))
+errors = sum(load(n, t, r)["errors"] for n in jobs for t in targets for r in range(1, runs + 1))
 if errors:
     print("WARNING: %d fio jobs reported errors" % errors)
 PY
