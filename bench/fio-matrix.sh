@@ -135,9 +135,18 @@ PY
 "$bin" vdisk create bench --size "$VDISK_SIZE" --api "http://127.0.0.1:$api_port" >/dev/null
 fi
 
-truncate -s "$VDISK_SIZE" "$work/nbdkit.img" 2>/dev/null || truncate -s "${VDISK_SIZE%iB}" "$work/nbdkit.img"
-nbdkit -P "$work/nbdkit.pid" -p "$nbdkit_port" -i 127.0.0.1 file "$work/nbdkit.img"
-for _ in $(seq 1 50); do [ -s "$work/nbdkit.pid" ] && break; sleep 0.1; done
+# A sparse file of the virtual disk's size (retried without "iB" where truncate refuses the suffix).
+sparse_file() { truncate -s "$VDISK_SIZE" "$1" 2>/dev/null || truncate -s "${VDISK_SIZE%iB}" "$1"; }
+# nbdkit NAME PORT ARGS...: daemonizes with $work/NAME.pid (written once it listens), which cleanup stops it by.
+start_nbdkit() {
+  local name=$1 port=$2
+  shift 2
+  nbdkit -P "$work/$name.pid" -p "$port" -i 127.0.0.1 "$@"
+  for _ in $(seq 1 50); do [ -s "$work/$name.pid" ] && break; sleep 0.1; done
+}
+
+sparse_file "$work/nbdkit.img"
+start_nbdkit nbdkit "$nbdkit_port" file "$work/nbdkit.img"
 
 declare -A uri=(
   [converge]="nbd://127.0.0.1:$nbd_port/bench"
@@ -146,12 +155,11 @@ declare -A uri=(
 targets=(converge nbdkit)
 if [ "$MIRROR" = 1 ]; then
   cc -O2 -fPIC -shared -Wall -o "$work/localcopy.so" "$root/bench/reference/localcopy.c"
-  for f in mirror-local.img mirror-peer.img; do truncate -s "$VDISK_SIZE" "$work/$f" 2>/dev/null || truncate -s "${VDISK_SIZE%iB}" "$work/$f"; done
-  nbdkit -P "$work/mirror-peer.pid" -p "$mirror_peer_port" -i 127.0.0.1 file "$work/mirror-peer.img"
-  for _ in $(seq 1 50); do [ -s "$work/mirror-peer.pid" ] && break; sleep 0.1; done
-  nbdkit -P "$work/mirror.pid" -p "$mirror_port" -i 127.0.0.1 --filter="$work/localcopy.so" \
+  sparse_file "$work/mirror-local.img"
+  sparse_file "$work/mirror-peer.img"
+  start_nbdkit mirror-peer "$mirror_peer_port" file "$work/mirror-peer.img"
+  start_nbdkit mirror "$mirror_port" --filter="$work/localcopy.so" \
     nbd uri="nbd://127.0.0.1:$mirror_peer_port/" localfile="$work/mirror-local.img"
-  for _ in $(seq 1 50); do [ -s "$work/mirror.pid" ] && break; sleep 0.1; done
   uri[mirror]="nbd://127.0.0.1:$mirror_port/"
   targets+=(mirror)
 fi
