@@ -376,6 +376,7 @@ public sealed partial class StoreDisk
             return superseded;
         }
 
+        var handler = _options.OnLostWrite;
         var buffer = new byte[BlockSize];
         var runs = new BlockRun[1];
         foreach (var (id, lost) in _lostWrites)
@@ -385,11 +386,12 @@ public sealed partial class StoreDisk
                 continue;
             }
 
+            RecoveryLostWrites += lost.Count;
             long replaced = 0;
-            foreach (var block in lost.Blocks())
+            // Without a handler there is nothing to offer: only the count and the log line.
+            foreach (var block in handler is null ? Enumerable.Empty<long>() : lost.Blocks())
             {
-                RecoveryLostWrites++;
-                if (_options.OnLostWrite is not { } handler || block >= component.Size >> BlockShift)
+                if (block >= component.Size >> BlockShift)
                 {
                     continue;
                 }
@@ -404,7 +406,7 @@ public sealed partial class StoreDisk
                     await ReadFullyAsync(_handle, buffer, _layout.BlockOffset(BlockMap.Physical(entry)), ct);
                 }
 
-                if (!handler(component.Id, component.Name, block, buffer))
+                if (!handler!(component.Id, component.Name, block, buffer))
                 {
                     continue;
                 }

@@ -96,10 +96,9 @@ internal sealed class MetadataCluster : IAsyncDisposable
     public async Task<CommandResult> ProposeAsync(MetadataCommand command)
     {
         using var cts = new CancellationTokenSource(Deadline);
-        Member leader;
         while (true)
         {
-            leader = await WaitForLeaderAsync();
+            var leader = await WaitForLeaderAsync();
             try
             {
                 return await leader.Service!.ProposeAsync(command, cts.Token);
