@@ -61,8 +61,8 @@ internal static class ManagementApi
             {
                 var request = context.Request;
                 if (HttpMethods.IsGet(request.Method) && cluster.Registered &&
-                    request.Path.StartsWithSegments("/api/v1", StringComparison.Ordinal) &&
-                    !request.Path.StartsWithSegments("/api/v1/health", StringComparison.Ordinal))
+                    request.Path.StartsWithSegments("/api/v1", StringComparison.OrdinalIgnoreCase) &&
+                    !request.Path.StartsWithSegments("/api/v1/health", StringComparison.OrdinalIgnoreCase))
                 {
                     await ReadBarrierAsync(cluster, context.RequestAborted).ConfigureAwait(false);
                 }

@@ -114,6 +114,15 @@ public sealed class ApiTests(ApiClusterFixture fixture) : IClassFixture<ApiClust
             (HttpMethod.Post, "/api/v1/cluster/rebalance", """{"dryRun":false}"""),
             (HttpMethod.Delete, "/api/v1/cluster/rebalance", null),
             (HttpMethod.Post, "/api/v1/disks", """{"path":"/tmp/converge-sneaky.img","size":"1GiB"}"""),
+
+            // Routes match case-insensitively, so the token check must too (it once matched "/api/v1" exactly).
+            (HttpMethod.Delete, "/API/v1/vdisks/alpha", null),
+            (HttpMethod.Delete, "/Api/V1/vdisks/alpha", null),
+            (HttpMethod.Post, "/API/V1/VDISKS", """{"name":"sneaky","size":"64MiB"}"""),
+            (HttpMethod.Patch, "/aPi/v1/vdisks/alpha", """{"size":"128MiB"}"""),
+            (HttpMethod.Put, "/API/v1/policies/sneaky", """{"failuresToTolerate":0}"""),
+            (HttpMethod.Post, "/API/v1/hosts/h2/maintenance", """{"mode":"no-data-migration"}"""),
+            (HttpMethod.Post, "/api/V1/CLUSTER/JOIN/../rebalance", """{"dryRun":false}"""),
         };
         foreach (var (method, path, body) in calls)
         {

@@ -20,8 +20,9 @@ internal static class ManagementEndpoints
             context.Response.Headers[ClusterViews.ClockHeader] = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds().ToString(CultureInfo.InvariantCulture);
             var request = context.Request;
             if (!HttpMethods.IsGet(request.Method) && !HttpMethods.IsHead(request.Method) && !HttpMethods.IsOptions(request.Method) &&
-                request.Path.StartsWithSegments("/api/v1", StringComparison.Ordinal) &&
-                !request.Path.Equals("/api/v1/cluster/join", StringComparison.Ordinal))
+                // Case-insensitive, as routing matches: "/API/v1/vdisks" reaches the same endpoint as "/api/v1/vdisks".
+                request.Path.StartsWithSegments("/api/v1", StringComparison.OrdinalIgnoreCase) &&
+                !request.Path.Equals("/api/v1/cluster/join", StringComparison.OrdinalIgnoreCase))
             {
                 var refusal = Check(request.Headers.Authorization.ToString(), verifier);
                 if (refusal is not null)
