@@ -45,6 +45,9 @@ public interface IFenceAuthority
 {
     FenceVerdict Check(Guid componentId, Fence fence);
 
+    /// <summary>True while some virtual disk's layout names the component (so it holds data someone may still need).</summary>
+    bool IsReferenced(Guid componentId);
+
     /// <summary>Waits (bounded) for local metadata to reach at least the sender's view.</summary>
     ValueTask CatchUpAsync(CancellationToken cancellationToken);
 }
@@ -75,6 +78,17 @@ public sealed class ComponentPeerHandler(ILocalComponents components, IFenceAuth
                 await components.EnsureAsync(header.Target, diskId, name, size, cancellationToken);
                 return PeerResult.Ok;
             case PeerOp.DeleteComponent:
+                // Whoever asks: a component is garbage only once no layout names it. Deleters commit the layout change
+                // first, so a reference seen here may be our metadata lagging theirs: catch up before refusing.
+                if (fences.IsReferenced(header.Target))
+                {
+                    await fences.CatchUpAsync(cancellationToken);
+                    if (fences.IsReferenced(header.Target))
+                    {
+                        return PeerResult.Error(VolumeError.ReadOnly);
+                    }
+                }
+
                 await components.DeleteAsync(header.Target, cancellationToken);
                 return PeerResult.Ok;
         }

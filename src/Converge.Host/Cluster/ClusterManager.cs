@@ -570,9 +570,13 @@ internal sealed partial class ClusterManager(ClusterNode node)
         }
     }
 
+    /// <summary>
+    /// The record goes first: hosts delete a component only once no layout names it (ComponentPeerHandler), and a
+    /// record left behind keeps components that still exist rather than naming deleted ones.
+    /// </summary>
     private async Task CleanUpAsync(VirtualDiskRecord created, IEnumerable<ComponentPlacement> components)
     {
-        await DeleteComponentsAsync(State, created.Name, components).ConfigureAwait(false);
+        var state = State;
         try
         {
             using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(10));
@@ -581,7 +585,10 @@ internal sealed partial class ClusterManager(ClusterNode node)
         catch (Exception e) when (e is MetadataUnavailableException or OperationCanceledException)
         {
             Log.CleanupFailed(node.Logger, created.Name, e.Message);
+            return;
         }
+
+        await DeleteComponentsAsync(state, created.Name, components).ConfigureAwait(false);
     }
 
     private static long ComponentSize(ComponentPlacement component) =>

@@ -83,14 +83,7 @@ internal sealed class FenceAuthority(ClusterMetadata metadata) : IFenceAuthority
 
     public FenceVerdict Check(Guid componentId, Fence fence)
     {
-        var state = metadata.Current;
-        var current = index;
-        if (current is null || !ReferenceEquals(current.State, state))
-        {
-            current = new Index(state, BuildIndex(state));
-            index = current;
-        }
-
+        var (state, current) = CurrentIndex();
         if (!current.VirtualDiskOf.TryGetValue(componentId, out var virtualDiskId) ||
             !state.VirtualDisks.TryGetValue(virtualDiskId, out var vdisk))
         {
@@ -103,6 +96,25 @@ internal sealed class FenceAuthority(ClusterMetadata metadata) : IFenceAuthority
         }
 
         return fence.Generation > vdisk.Generation || fence.Epoch > vdisk.LeaseEpoch ? FenceVerdict.Unknown : FenceVerdict.Current;
+    }
+
+    public bool IsReferenced(Guid componentId)
+    {
+        var (state, current) = CurrentIndex();
+        return current.VirtualDiskOf.TryGetValue(componentId, out var virtualDiskId) && state.VirtualDisks.ContainsKey(virtualDiskId);
+    }
+
+    private (Metadata.ClusterState State, Index Index) CurrentIndex()
+    {
+        var state = metadata.Current;
+        var current = index;
+        if (current is null || !ReferenceEquals(current.State, state))
+        {
+            current = new Index(state, BuildIndex(state));
+            index = current;
+        }
+
+        return (state, current);
     }
 
     public async ValueTask CatchUpAsync(CancellationToken cancellationToken)
