@@ -210,7 +210,8 @@ public sealed class ReplicatedVolume : IBlockVolume
         var flushes = new Task[_distinct.Length];
         for (var i = 0; i < _distinct.Length; i++)
         {
-            flushes[i] = Bounded(_distinct[i], _distinct[i].FlushAsync(cancellationToken));
+            var deadline = StartDeadline(_distinct[i], 0, cancellationToken);
+            flushes[i] = Bounded(_distinct[i], deadline, _distinct[i].FlushAsync(deadline?.Token ?? cancellationToken), cancellationToken);
         }
 
         await CollectAsync(flushes, i => _distinct[i].ComponentId).ConfigureAwait(false);
@@ -241,7 +242,8 @@ public sealed class ReplicatedVolume : IBlockVolume
         {
             try
             {
-                var extents = await Bounded(component, component.GetAllocationAsync(first.StripeOffset - placement.StripeOffset, first.Length, cancellationToken))
+                var deadline = StartDeadline(component, 0, cancellationToken);
+                var extents = await Bounded(component, deadline, component.GetAllocationAsync(first.StripeOffset - placement.StripeOffset, first.Length, deadline?.Token ?? cancellationToken), cancellationToken)
                     .ConfigureAwait(false);
                 return Clip(extents, first.Length);
             }
@@ -291,7 +293,8 @@ public sealed class ReplicatedVolume : IBlockVolume
                 copiedEnd = stripeOffset - placement.StripeOffset + length;
                 var component = _members[target];
                 var track = WriteIntents.KindOf(slot) | (_degraded.Contains((stripe, placement.StripeOffset)) ? ChangeKinds.Dirty : ChangeKinds.None);
-                writes.Add(Bounded(component, component.WriteAsync(stripeOffset - placement.StripeOffset, data, blockCrcs, WriteFlags.Bulk, track, cancellationToken)));
+                var deadline = StartDeadline(component, length, cancellationToken);
+                writes.Add(Bounded(component, deadline, component.WriteAsync(stripeOffset - placement.StripeOffset, data, blockCrcs, WriteFlags.Bulk, track, deadline?.Token ?? cancellationToken), cancellationToken));
                 ids.Add(target);
             }
 
@@ -335,7 +338,9 @@ public sealed class ReplicatedVolume : IBlockVolume
         {
             try
             {
-                await Bounded(component, component.ReadAsync(segment.StripeOffset - placement.StripeOffset, destination, cancellationToken)).ConfigureAwait(false);
+                var deadline = StartDeadline(component, destination.Length, cancellationToken);
+                await Bounded(component, deadline, component.ReadAsync(segment.StripeOffset - placement.StripeOffset, destination, deadline?.Token ?? cancellationToken), cancellationToken)
+                    .ConfigureAwait(false);
                 if (corrupt is not null && repair)
                 {
                     await RepairAsync(segment, corrupt, cancellationToken).ConfigureAwait(false);
@@ -445,7 +450,8 @@ public sealed class ReplicatedVolume : IBlockVolume
                         if (_members.TryGetValue(placement.ComponentId, out var component) && component.IsLocal == local &&
                             !CopyWillCarry(placement.ComponentId, at, segment.Length))
                         {
-                            tasks.Add(Bounded(component, operation(component, segment, at, track, cancellationToken)));
+                            var deadline = StartDeadline(component, segment.Length, cancellationToken);
+                            tasks.Add(Bounded(component, deadline, operation(component, segment, at, track, deadline?.Token ?? cancellationToken), cancellationToken));
                             ids.Add(placement.ComponentId);
                         }
 
@@ -453,7 +459,8 @@ public sealed class ReplicatedVolume : IBlockVolume
                         if (_map.IncomingFor(placement.ComponentId) is { } incoming && _members.TryGetValue(incoming.ComponentId, out var target) &&
                             target.IsLocal == local && !CopyWillCarry(incoming.ComponentId, segment.StripeOffset - incoming.StripeOffset, segment.Length))
                         {
-                            tasks.Add(Bounded(target, operation(target, segment, segment.StripeOffset - incoming.StripeOffset, track, cancellationToken)));
+                            var deadline = StartDeadline(target, segment.Length, cancellationToken);
+                            tasks.Add(Bounded(target, deadline, operation(target, segment, segment.StripeOffset - incoming.StripeOffset, track, deadline?.Token ?? cancellationToken), cancellationToken));
                             ids.Add(incoming.ComponentId);
                         }
                     }
@@ -523,21 +530,76 @@ public sealed class ReplicatedVolume : IBlockVolume
         }
     }
 
-    /// <summary>A remote replica that does not answer within the replica timeout counts as failed (a hung host).</summary>
-    private Task Bounded(IReplicaComponent component, ValueTask operation) =>
-        component.IsLocal ? operation.AsTask() : operation.AsTask().WaitAsync(_replicaTimeout);
+    /// <summary>Slowest transfer rate a healthy remote replica is allowed: a request's deadline grows with its size at this rate.</summary>
+    private const double MinReplicaBytesPerSecond = 32 << 20;
 
-    private async Task<T> Bounded<T>(IReplicaComponent component, ValueTask<T> operation)
+    /// <summary>
+    /// A deadline for one request to a remote replica (null for a local one, which is awaited without one): the replica
+    /// timeout plus the request's size at <see cref="MinReplicaBytesPerSecond"/>.
+    /// </summary>
+    private CancellationTokenSource? StartDeadline(IReplicaComponent component, long bytes, CancellationToken cancellationToken)
     {
+        if (component.IsLocal)
+        {
+            return null;
+        }
+
+        var deadline = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        deadline.CancelAfter(_replicaTimeout + TimeSpan.FromSeconds(bytes / MinReplicaBytesPerSecond));
+        return deadline;
+    }
+
+    /// <summary>
+    /// A remote replica that does not answer by its deadline counts as failed (a hung host): an Unavailable error, so a
+    /// read goes on to another replica and a write has the replica committed absent. The deadline cancels the request
+    /// itself rather than abandoning it: an abandoned read would still copy its late reply into a buffer the caller
+    /// may have handed to another request by then, and an abandoned write would still send from one.
+    /// </summary>
+    private async Task Bounded(IReplicaComponent component, CancellationTokenSource? deadline, ValueTask operation, CancellationToken cancellationToken)
+    {
+        if (deadline is null)
+        {
+            await operation.ConfigureAwait(false);
+            return;
+        }
+
         try
         {
-            return component.IsLocal ? await operation.ConfigureAwait(false) : await operation.AsTask().WaitAsync(_replicaTimeout).ConfigureAwait(false);
+            await operation.ConfigureAwait(false);
         }
-        catch (TimeoutException e)
+        catch (OperationCanceledException e) when (deadline.IsCancellationRequested && !cancellationToken.IsCancellationRequested)
         {
-            throw new VolumeException(VolumeError.Unavailable, $"component {component.ComponentId:N}: no answer within {_replicaTimeout.TotalSeconds:0.#} s", e);
+            throw TimedOut(component, e);
+        }
+        finally
+        {
+            deadline.Dispose();
         }
     }
+
+    private async Task<T> Bounded<T>(IReplicaComponent component, CancellationTokenSource? deadline, ValueTask<T> operation, CancellationToken cancellationToken)
+    {
+        if (deadline is null)
+        {
+            return await operation.ConfigureAwait(false);
+        }
+
+        try
+        {
+            return await operation.ConfigureAwait(false);
+        }
+        catch (OperationCanceledException e) when (deadline.IsCancellationRequested && !cancellationToken.IsCancellationRequested)
+        {
+            throw TimedOut(component, e);
+        }
+        finally
+        {
+            deadline.Dispose();
+        }
+    }
+
+    private VolumeException TimedOut(IReplicaComponent component, Exception e) =>
+        new(VolumeError.Unavailable, $"component {component.ComponentId:N}: no answer within its deadline ({_replicaTimeout.TotalSeconds:0.#} s and its size)", e);
 
     private static List<AllocationExtent> Clip(IReadOnlyList<AllocationExtent> extents, long length)
     {
