@@ -10,15 +10,21 @@ internal static class CliCommands
 {
     public const string DefaultApi = "http://127.0.0.1:7480";
 
-    private static readonly Option<string?> ApiOption = new("--api")
+    internal static readonly Option<string?> ApiOption = new("--api")
     {
-        Description = $"Host API URL (default: $CONVERGE_API, else the first host in ./.converge/cluster.json, else {DefaultApi})",
+        Description = $"Host API URL, http:// or https:// (default: $CONVERGE_API, else the first host in ./.converge/cluster.json, else {DefaultApi})",
         Recursive = true,
     };
 
     internal static readonly Option<string?> TokenOption = new("--token")
     {
-        Description = "Admin token for changes (default: $CONVERGE_TOKEN, else DIR/admin-token of a host on this machine, else ./.converge/admin-token)",
+        Description = "API token: an admin token for changes, any token for reads beyond loopback (default: $CONVERGE_TOKEN, else DIR/admin-token of a host on this machine, else ./.converge/admin-token)",
+        Recursive = true,
+    };
+
+    internal static readonly Option<string?> CaOption = new("--ca")
+    {
+        Description = "PEM file of the CA (or certificate) to trust for an https:// API, besides the system's (default: $CONVERGE_CA)",
         Recursive = true,
     };
 
@@ -27,6 +33,7 @@ internal static class CliCommands
         var root = new RootCommand("Converge: hyperconverged block storage. Virtual disks served over NBD.");
         root.Options.Add(ApiOption);
         root.Options.Add(TokenOption);
+        root.Options.Add(CaOption);
         root.Subcommands.Add(HostCommands.Build());
         root.Subcommands.Add(BuildVdisk());
         root.Subcommands.Add(BuildDisk());
@@ -35,6 +42,7 @@ internal static class CliCommands
         root.Subcommands.Add(ClusterCommands.BuildUp());
         root.Subcommands.Add(ClusterCommands.BuildDown());
         root.Subcommands.Add(MoveCommands.BuildCluster());
+        root.Subcommands.Add(TokenCommands.Build());
         foreach (var command in ManagementCommands.Build())
         {
             root.Subcommands.Add(command);
@@ -313,16 +321,21 @@ internal static class CliCommands
         command.SetAction((pr, ct) => Guarded.RunAsync(async () =>
         {
             var api = ResolveApi(pr.GetValue(ApiOption));
-            using var http = NewHttpClient(api);
+            using var http = NewHttpClient(api, pr.GetValue(CaOption));
             try
             {
                 var client = new ConvergeApiClient(http);
-                if (mutating)
-                {
-                    client.Token = await Tokens.ResolveAsync(pr.GetValue(TokenOption), api, client, ct).ConfigureAwait(false);
-                }
+
+                // Reads need a token only beyond loopback; there the admin token file is the fallback, as for changes.
+                client.Token = mutating || !Tokens.IsLoopback(api)
+                    ? await Tokens.ResolveAsync(pr.GetValue(TokenOption), api, client, ct).ConfigureAwait(false)
+                    : Tokens.FromOptionOrEnvironment(pr.GetValue(TokenOption));
 
                 return await body(pr, client, ct).ConfigureAwait(false);
+            }
+            catch (HttpRequestException e) when (e.InnerException is System.Security.Authentication.AuthenticationException tls)
+            {
+                throw new CliFailureException($"{api}: the TLS handshake failed ({tls.Message}); is the host's certificate signed by the CA given with --ca or CONVERGE_CA?");
             }
             catch (HttpRequestException e)
             {
@@ -334,7 +347,18 @@ internal static class CliCommands
             }
         }));
 
-    internal static HttpClient NewHttpClient(Uri api) => new() { BaseAddress = api, Timeout = TimeSpan.FromSeconds(60) };
+    /// <summary>A client of <paramref name="api"/>; an https:// API may be signed by the CA in <paramref name="caFile"/> (else <c>$CONVERGE_CA</c>).</summary>
+    internal static HttpClient NewHttpClient(Uri api, string? caFile = null)
+    {
+        caFile ??= Environment.GetEnvironmentVariable("CONVERGE_CA") is { Length: > 0 } fromEnvironment ? fromEnvironment : null;
+        var handler = new SocketsHttpHandler();
+        if (caFile is not null)
+        {
+            handler.SslOptions.RemoteCertificateValidationCallback = TrustedCa.Validator(caFile);
+        }
+
+        return new HttpClient(handler) { BaseAddress = api, Timeout = TimeSpan.FromSeconds(60) };
+    }
 
     /// <summary><c>--api</c>, else <c>$CONVERGE_API</c>, else the first host of <c>./.converge/cluster.json</c>, else the default.</summary>
     internal static Uri ResolveApi(string? option)
@@ -352,7 +376,7 @@ internal static class CliCommands
 
         if (!Uri.TryCreate(text, UriKind.Absolute, out var uri) || (uri.Scheme != Uri.UriSchemeHttp && uri.Scheme != Uri.UriSchemeHttps))
         {
-            throw new UsageException($"--api '{text}' is not an http:// URL such as {DefaultApi}");
+            throw new UsageException($"--api '{text}' is not an http:// or https:// URL such as {DefaultApi}");
         }
 
         return uri;

@@ -72,11 +72,23 @@ internal static class HostCommands
             Description = "Cluster mode: delete a local component no virtual disk has referenced for this long (e.g. 10m; 0 = never)",
             DefaultValueFactory = _ => "10m",
         };
+        var apiTlsCert = new Option<string?>("--api-tls-cert") { Description = "PEM certificate (chain) to serve the API over HTTPS; required to bind the API beyond loopback" };
+        var apiTlsKey = new Option<string?>("--api-tls-key") { Description = "PEM private key of --api-tls-cert" };
+        var apiAnonymousRead = new Option<bool?>("--api-anonymous-read")
+        {
+            Description = "Whether API reads (GET) need no token (default: true while the API is bound to loopback, else false: a read-only or admin token is needed)",
+        };
+        var apiAllowedHost = new Option<string[]>("--api-allowed-host")
+        {
+            Description = "A Host header value the API answers (a DNS name clients use), besides loopback names and its bound address (repeatable)",
+            AllowMultipleArgumentsPerToken = false,
+        };
         var faultInjection = new Option<bool>("--enable-fault-injection") { Description = "Testing only: enable /internal/v1/test endpoints that inject faults" };
 
         var run = new Command("run", "Run the host daemon in the foreground (logs to stdout; SIGTERM/SIGINT stop it cleanly)")
         {
             data, disks, name, nbd, api, peer, raft, join, faultDomain, voters, heartbeat, replicaTimeout, resyncBandwidth, idleResyncBandwidth, repairDelay, scrubRate, orphanGrace, faultInjection,
+            apiTlsCert, apiTlsKey, apiAnonymousRead, apiAllowedHost,
         };
         run.SetAction((pr, ct) => Guarded.RunAsync(async () =>
         {
@@ -106,6 +118,10 @@ internal static class HostCommands
                         OrphanGrace = HostOptions.ParseDuration(pr.GetRequiredValue(orphanGrace), "--orphan-grace"),
                     },
                     EnableFaultInjection = pr.GetValue(faultInjection),
+                    ApiTlsCertificatePath = pr.GetValue(apiTlsCert),
+                    ApiTlsKeyPath = pr.GetValue(apiTlsKey),
+                    ApiAnonymousRead = pr.GetValue(apiAnonymousRead),
+                    ApiAllowedHosts = pr.GetValue(apiAllowedHost) ?? [],
                 };
                 options.Validate();
             }

@@ -119,6 +119,17 @@ internal static class Output
         AnsiConsole.Write(table);
     }
 
+    public static void ApiTokens(IReadOnlyList<ApiTokenInfo> tokens)
+    {
+        var table = new Table().Border(TableBorder.Rounded).AddColumns("ID", "NAME", "ROLE", "CREATED");
+        foreach (var t in tokens)
+        {
+            table.AddRow(Esc(t.Id), Esc(t.Name), Esc(t.Role), t.CreatedAt.ToString("u", CultureInfo.InvariantCulture));
+        }
+
+        AnsiConsole.Write(table);
+    }
+
     public static void Hosts(IReadOnlyList<ClusterHostInfo> hosts)
     {
         var table = new Table().Border(TableBorder.Rounded)

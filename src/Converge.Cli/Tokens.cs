@@ -14,24 +14,28 @@ internal static class Tokens
     public const string FileName = "admin-token";
     public const string EnvironmentVariable = "CONVERGE_TOKEN";
 
-    public static async Task<string?> ResolveAsync(string? option, Uri api, ConvergeApiClient client, CancellationToken cancellationToken)
-    {
-        if (!string.IsNullOrWhiteSpace(option))
-        {
-            return option.Trim();
-        }
+    public static async Task<string?> ResolveAsync(string? option, Uri api, ConvergeApiClient client, CancellationToken cancellationToken) =>
+        (await ResolveWithSourceAsync(option, api, client, cancellationToken).ConfigureAwait(false)).Token;
 
-        var fromEnvironment = Environment.GetEnvironmentVariable(EnvironmentVariable);
-        if (!string.IsNullOrWhiteSpace(fromEnvironment))
+    /// <summary><c>--token</c>, else <c>$CONVERGE_TOKEN</c>; no files.</summary>
+    public static string? FromOptionOrEnvironment(string? option) =>
+        !string.IsNullOrWhiteSpace(option) ? option.Trim()
+        : Environment.GetEnvironmentVariable(EnvironmentVariable) is { } e && !string.IsNullOrWhiteSpace(e) ? e.Trim()
+        : null;
+
+    /// <summary>The token, and the file it was read from (null for <c>--token</c> and the environment).</summary>
+    public static async Task<(string? Token, string? File)> ResolveWithSourceAsync(string? option, Uri api, ConvergeApiClient client, CancellationToken cancellationToken)
+    {
+        if (FromOptionOrEnvironment(option) is { } given)
         {
-            return fromEnvironment.Trim();
+            return (given, null);
         }
 
         if (IsLoopback(api))
         {
             try
             {
-                if (await FromDataDirectoryAsync(client, cancellationToken).ConfigureAwait(false) is { } token)
+                if (await FromDataDirectoryAsync(client, cancellationToken).ConfigureAwait(false) is { Token: not null } token)
                 {
                     return token;
                 }
@@ -44,7 +48,7 @@ internal static class Tokens
                         using var http = new HttpClient { BaseAddress = new Uri(other.Api), Timeout = TimeSpan.FromSeconds(5) };
                         try
                         {
-                            if (await FromDataDirectoryAsync(new ConvergeApiClient(http), cancellationToken).ConfigureAwait(false) is { } found)
+                            if (await FromDataDirectoryAsync(new ConvergeApiClient(http), cancellationToken).ConfigureAwait(false) is { Token: not null } found)
                             {
                                 return found;
                             }
@@ -62,13 +66,15 @@ internal static class Tokens
             }
         }
 
-        return TryRead(Path.Combine(Path.GetFullPath(ClusterCommands.DefaultDataDirectory), FileName));
+        var local = Path.Combine(Path.GetFullPath(ClusterCommands.DefaultDataDirectory), FileName);
+        return (TryRead(local), local);
     }
 
-    private static async Task<string?> FromDataDirectoryAsync(ConvergeApiClient client, CancellationToken cancellationToken)
+    private static async Task<(string? Token, string? File)> FromDataDirectoryAsync(ConvergeApiClient client, CancellationToken cancellationToken)
     {
         var host = await client.GetHostAsync(cancellationToken).ConfigureAwait(false);
-        return host.DataDirectory is { } dir ? TryRead(Path.Combine(dir, FileName)) : null;
+        var path = host.DataDirectory is { } dir ? Path.Combine(dir, FileName) : null;
+        return (path is null ? null : TryRead(path), path);
     }
 
     public static string? TryRead(string path)
@@ -84,6 +90,6 @@ internal static class Tokens
         }
     }
 
-    private static bool IsLoopback(Uri api) =>
+    public static bool IsLoopback(Uri api) =>
         api.IsLoopback || (IPAddress.TryParse(api.Host, out var address) && IPAddress.IsLoopback(address));
 }

@@ -44,6 +44,8 @@ public static class ConvergeHost
             throw new HostStartException($"cannot create the data directory {dataDirectory}: {e.Message}", e);
         }
 
+        // Read before anything starts, so that bad PEM files stop the host with a clear message.
+        using var apiCertificate = options.ApiTls ? ApiSecurity.LoadCertificate(options) : null;
         var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions
         {
             // No config reload: its file watcher sits on the content root (the data directory), and inotify then
@@ -70,14 +72,15 @@ public static class ConvergeHost
             builder.Services.AddSingleton<INbdExportCatalog>(sp => new MeteredExportCatalog(sp.GetRequiredService<HostInventory>(), sp.GetRequiredService<IoMeters>()));
         }
 
-        builder.Services.AddSingleton<AdminTokenVerifier>();
+        ApiSecurity.AddServices(builder.Services, options);
         builder.Services.AddSingleton<ClusterViews>();
         builder.Services.AddSingleton<HealthChecks>();
         builder.Services.AddSingleton(sp => new HostMetrics(Prometheus.Metrics.DefaultRegistry, sp.GetRequiredService<HostInventory>(), sp));
         builder.Services.AddOpenApi(o => o.AddDocumentTransformer((document, _, _) =>
         {
             document.Info.Title = "Converge management API";
-            document.Info.Description = "Mutating calls (POST, PUT, PATCH, DELETE) need 'Authorization: Bearer TOKEN'; errors are RFC 7807 problem details.";
+            document.Info.Description = "Mutating calls (POST, PUT, PATCH, DELETE) need 'Authorization: Bearer TOKEN' with an admin token and 'Content-Type: application/json' or 'X-Converge-Client: 1'; " +
+                                        "reads need a read-only or admin token unless the API is bound to loopback; errors are RFC 7807 problem details.";
             return Task.CompletedTask;
         }));
 
@@ -98,7 +101,14 @@ public static class ConvergeHost
         builder.WebHost.ConfigureKestrel(k =>
         {
             k.AddServerHeader = false;
-            k.Listen(options.ApiEndPoint, l => l.Protocols = HttpProtocols.Http1);
+            k.Listen(options.ApiEndPoint, l =>
+            {
+                l.Protocols = HttpProtocols.Http1;
+                if (options.ApiTls)
+                {
+                    l.UseHttps(apiCertificate!);
+                }
+            });
         });
 
         await using var app = builder.Build();
@@ -123,7 +133,7 @@ public static class ConvergeHost
                 if (cluster is null)
                 {
                     // A standalone host makes its admin token at its first start (DIR/admin-token, 0600).
-                    _ = app.Services.GetRequiredService<AdminTokenVerifier>();
+                    _ = app.Services.GetRequiredService<ApiTokenStore>();
                     ManagementLog.StandaloneTokenWritten(logger, Path.Combine(dataDirectory, AdminToken.FileName));
                 }
                 if (cluster is not null)
@@ -265,7 +275,7 @@ internal sealed class HostRuntime(HostOptions options)
 
     public DateTimeOffset StartedAt { get; private set; }
 
-    public string ApiEndpoint { get; } = "http://" + HostInventory.FormatEndPoint(options.ApiEndPoint);
+    public string ApiEndpoint { get; } = (options.ApiTls ? "https://" : "http://") + HostInventory.FormatEndPoint(options.ApiEndPoint);
 
     public void MarkReady(DateTimeOffset now)
     {

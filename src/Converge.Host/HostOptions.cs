@@ -41,6 +41,24 @@ public sealed record HostOptions
 
     public bool IsCluster => RaftEndPoint is not null;
 
+    /// <summary>PEM certificate (chain) of the API's HTTPS listener; with <see cref="ApiTlsKeyPath"/>. Needed to bind the API beyond loopback.</summary>
+    public string? ApiTlsCertificatePath { get; init; }
+
+    /// <summary>PEM private key of <see cref="ApiTlsCertificatePath"/>.</summary>
+    public string? ApiTlsKeyPath { get; init; }
+
+    /// <summary>Whether GETs need no token; null: only while the API is bound to loopback (the quick start's UI and reads).</summary>
+    public bool? ApiAnonymousRead { get; init; }
+
+    /// <summary>Host header values the API answers besides loopback names and its bound address (<c>--api-allowed-host</c>).</summary>
+    public IReadOnlyList<string> ApiAllowedHosts { get; init; } = [];
+
+    public bool ApiIsLoopback => IPAddress.IsLoopback(ApiEndPoint.Address);
+
+    public bool ApiTls => ApiTlsCertificatePath is not null;
+
+    public bool ApiAnonymousReadEffective => ApiAnonymousRead ?? ApiIsLoopback;
+
     /// <summary>Cluster mode: replica timeout, intent rotation and resync bandwidth of this host's coordinators.</summary>
     public Cluster.FailureOptions Failures { get; init; } = new();
 
@@ -146,6 +164,33 @@ public sealed record HostOptions
         else if (PeerEndPoint is not null || JoinUrl is not null)
         {
             problems.Add("--peer-listen and --join need cluster mode: give --raft-listen too");
+        }
+
+        if ((ApiTlsCertificatePath is null) != (ApiTlsKeyPath is null))
+        {
+            problems.Add("--api-tls-cert and --api-tls-key go together: give both PEM files, or neither");
+        }
+
+        foreach (var (path, option) in new[] { (ApiTlsCertificatePath, "--api-tls-cert"), (ApiTlsKeyPath, "--api-tls-key") })
+        {
+            if (path is not null && !File.Exists(path))
+            {
+                problems.Add($"{option} {path}: no such file");
+            }
+        }
+
+        if (!ApiIsLoopback && !ApiTls)
+        {
+            problems.Add($"--api-listen {ApiEndPoint} is beyond loopback, and the API would carry tokens in clear text: " +
+                         "give --api-tls-cert FILE --api-tls-key FILE (PEM) to serve it over HTTPS, or bind it to 127.0.0.1");
+        }
+
+        foreach (var allowed in ApiAllowedHosts)
+        {
+            if (string.IsNullOrWhiteSpace(allowed) || allowed.Contains('/', StringComparison.Ordinal) || allowed.Contains(' ', StringComparison.Ordinal))
+            {
+                problems.Add($"--api-allowed-host '{allowed}' is not a host name or address (no scheme, path or spaces)");
+            }
         }
 
         if (NbdEndPoint.Equals(ApiEndPoint))

@@ -53,7 +53,8 @@ internal static class ManagementApi
             }
         });
 
-        ManagementEndpoints.UseAdminToken(app);
+        ApiSecurity.UseHostFiltering(app);
+        ManagementEndpoints.UseClockHeader(app);
         var cluster = app.Services.GetService<ClusterNode>();
         if (cluster is not null)
         {
@@ -71,10 +72,16 @@ internal static class ManagementApi
             });
         }
 
-        var api = app.MapGroup("/api/v1");
+        app.UseRouting();
+        ApiSecurity.UseAccessChecks(app);
+
+        // Deny by default: every route of the group, including one added later, needs what ApiAccess asks (a token
+        // for reads beyond loopback, an admin token for any change); only the two below are open.
+        var api = app.MapGroup("/api/v1").RequireAuthorization(ApiAccess.Policy);
         api.MapGet("/health", (HostRuntime runtime) => runtime.Ready && (cluster is null || cluster.Registered)
             ? Json(new HealthInfo { Status = "ready" }, ContractsJsonContext.Default.HealthInfo)
-            : Json(new HealthInfo { Status = "starting" }, ContractsJsonContext.Default.HealthInfo, StatusCodes.Status503ServiceUnavailable));
+            : Json(new HealthInfo { Status = "starting" }, ContractsJsonContext.Default.HealthInfo, StatusCodes.Status503ServiceUnavailable))
+            .AllowAnonymous(); // Probes and 'converge up' wait on it.
 
         api.MapGet("/host", (HostInventory inventory, HostRuntime runtime, HostOptions options) => Json(
             new HostInfo
@@ -112,6 +119,7 @@ internal static class ManagementApi
         }
 
         ManagementEndpoints.Map(app, api);
+        TokenEndpoints.Map(api);
         app.MapOpenApi("/openapi/{documentName}.json");
         app.MapGet("/metrics", async (HttpContext context) =>
         {
@@ -123,7 +131,7 @@ internal static class ManagementApi
         app.MapFallback((HttpContext context) => Problem(
             StatusCodes.Status404NotFound,
             "Not found",
-            $"there is no endpoint {context.Request.Method} {context.Request.Path}; the API is under /api/v1 (health, host, disks, vdisks{(cluster is null ? string.Empty : ", policies, hosts, cluster, events")}, health/checks, resync, perf), described by /openapi/v1.json; the web UI is at /")).ExcludeFromDescription();
+            $"there is no endpoint {context.Request.Method} {context.Request.Path}; the API is under /api/v1 (health, host, disks, vdisks{(cluster is null ? string.Empty : ", policies, hosts, cluster, events")}, health/checks, resync, perf, tokens), described by /openapi/v1.json; the web UI is at /")).ExcludeFromDescription();
     }
 
     private static void MapStandaloneVirtualDisks(RouteGroupBuilder api)
@@ -221,6 +229,8 @@ internal static class ManagementApi
                 404 => "https://tools.ietf.org/html/rfc9110#section-15.5.5",
                 409 => "https://tools.ietf.org/html/rfc9110#section-15.5.10",
                 401 => "https://tools.ietf.org/html/rfc9110#section-15.5.2",
+                403 => "https://tools.ietf.org/html/rfc9110#section-15.5.4",
+                415 => "https://tools.ietf.org/html/rfc9110#section-15.5.16",
                 507 => "https://tools.ietf.org/html/rfc4918#section-11.5",
                 503 => "https://tools.ietf.org/html/rfc9110#section-15.6.4",
                 _ => "https://tools.ietf.org/html/rfc9110#section-15.6.1",

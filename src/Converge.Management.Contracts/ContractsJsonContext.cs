@@ -42,6 +42,10 @@ namespace Converge.Management.Contracts;
 [JsonSerializable(typeof(PerfReport))]
 [JsonSerializable(typeof(HostPerfInfo))]
 [JsonSerializable(typeof(IReadOnlyList<ComponentInfo>))]
+[JsonSerializable(typeof(ApiTokenInfo))]
+[JsonSerializable(typeof(IReadOnlyList<ApiTokenInfo>))]
+[JsonSerializable(typeof(CreateApiTokenRequest))]
+[JsonSerializable(typeof(CreatedApiTokenInfo))]
 [JsonSerializable(typeof(string))]
 [JsonSerializable(typeof(long))]
 public sealed partial class ContractsJsonContext : JsonSerializerContext

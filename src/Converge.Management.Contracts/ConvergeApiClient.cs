@@ -22,7 +22,7 @@ public sealed class ConvergeApiClient
         Token = token;
     }
 
-    /// <summary>The admin bearer token sent with every request (mutating calls need it); null sends none.</summary>
+    /// <summary>The bearer token sent with every request (changes need an admin token, reads beyond loopback any token); null sends none.</summary>
     public string? Token { get; set; }
 
     /// <summary>Sends a request with the token attached (for callers that need the raw response).</summary>
@@ -230,12 +230,40 @@ public sealed class ConvergeApiClient
     public Task<PerfReport> GetPerfAsync(int seconds = 120, CancellationToken cancellationToken = default) =>
         GetAsync("/api/v1/perf?seconds=" + seconds.ToString(System.Globalization.CultureInfo.InvariantCulture), ContractsJsonContext.Default.PerfReport, cancellationToken);
 
+    public Task<IReadOnlyList<ApiTokenInfo>> ListTokensAsync(CancellationToken cancellationToken = default) =>
+        GetAsync("/api/v1/tokens", ContractsJsonContext.Default.IReadOnlyListApiTokenInfo, cancellationToken);
+
+    /// <summary>Makes a token with <paramref name="role"/> (<c>admin</c> or <c>read-only</c>); the answer holds its secret, once.</summary>
+    public Task<CreatedApiTokenInfo> CreateTokenAsync(string name, string role, CancellationToken cancellationToken = default) =>
+        SendAsync(
+            HttpMethod.Post,
+            "/api/v1/tokens",
+            JsonContent.Create(new CreateApiTokenRequest { Name = name, Role = role }, ContractsJsonContext.Default.CreateApiTokenRequest),
+            ContractsJsonContext.Default.CreatedApiTokenInfo,
+            cancellationToken);
+
+    public async Task RevokeTokenAsync(string id, CancellationToken cancellationToken = default)
+    {
+        using var request = new HttpRequestMessage(HttpMethod.Delete, "/api/v1/tokens/" + Uri.EscapeDataString(id));
+        Authorize(request);
+        using var response = await http.SendAsync(request, cancellationToken).ConfigureAwait(false);
+        await ThrowIfErrorAsync(request, response, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>Replaces the admin token this client sends by a new one (returned once); the old one stops working.</summary>
+    public Task<CreatedApiTokenInfo> RotateAdminTokenAsync(CancellationToken cancellationToken = default) =>
+        SendAsync(HttpMethod.Post, "/api/v1/tokens/admin/rotate", content: null, ContractsJsonContext.Default.CreatedApiTokenInfo, cancellationToken);
+
     private static string HostPath(string name) => "/api/v1/hosts/" + Uri.EscapeDataString(name);
 
     private static string ClusterDiskPath(string diskId) => "/api/v1/cluster/disks/" + Uri.EscapeDataString(diskId);
 
+    /// <summary>Header the API requires on changes that have no JSON body, so that a cross-site HTML form cannot make them.</summary>
+    public const string ClientHeader = "X-Converge-Client";
+
     private void Authorize(HttpRequestMessage request)
     {
+        request.Headers.TryAddWithoutValidation(ClientHeader, "1");
         if (!string.IsNullOrEmpty(Token))
         {
             request.Headers.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Bearer", Token);

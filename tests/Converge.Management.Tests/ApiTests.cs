@@ -26,6 +26,30 @@ public sealed class ApiTests(ApiClusterFixture fixture) : IClassFixture<ApiClust
         ("POST", "/api/v1/hosts/{name}/decommission"), ("GET", "/api/v1/hosts/{name}/decommission"),
         ("POST", "/api/v1/cluster/disks/{id}/decommission"), ("GET", "/api/v1/cluster/disks/{id}/decommission"),
         ("GET", "/api/v1/cluster/rebalance"), ("POST", "/api/v1/cluster/rebalance"), ("DELETE", "/api/v1/cluster/rebalance"),
+        ("GET", "/api/v1/tokens"), ("POST", "/api/v1/tokens"), ("DELETE", "/api/v1/tokens/{id}"), ("POST", "/api/v1/tokens/admin/rotate"),
+    ];
+
+    /// <summary>Every change, with a body where it takes one: none may be made without an admin token.</summary>
+    public static IReadOnlyList<(HttpMethod Method, string Path, string? Body)> MutationCalls => Mutations;
+
+    private static readonly (HttpMethod Method, string Path, string? Body)[] Mutations =
+    [
+        (HttpMethod.Post, "/api/v1/vdisks", """{"name":"sneaky","size":"64MiB"}"""),
+        (HttpMethod.Patch, "/api/v1/vdisks/alpha", """{"size":"128MiB"}"""),
+        (HttpMethod.Delete, "/api/v1/vdisks/alpha", null),
+        (HttpMethod.Put, "/api/v1/vdisks/alpha/policy", """{"policy":"default"}"""),
+        (HttpMethod.Put, "/api/v1/policies/sneaky", """{"failuresToTolerate":0}"""),
+        (HttpMethod.Delete, "/api/v1/policies/default", null),
+        (HttpMethod.Post, "/api/v1/hosts/h2/maintenance", """{"mode":"no-data-migration"}"""),
+        (HttpMethod.Delete, "/api/v1/hosts/h2/maintenance", null),
+        (HttpMethod.Post, "/api/v1/hosts/h3/decommission", null),
+        (HttpMethod.Post, "/api/v1/cluster/disks/0123456789abcdef/decommission", null),
+        (HttpMethod.Post, "/api/v1/cluster/rebalance", """{"dryRun":false}"""),
+        (HttpMethod.Delete, "/api/v1/cluster/rebalance", null),
+        (HttpMethod.Post, "/api/v1/disks", """{"path":"/tmp/converge-sneaky.img","size":"1GiB"}"""),
+        (HttpMethod.Post, "/api/v1/tokens", """{"name":"sneaky","role":"admin"}"""),
+        (HttpMethod.Delete, "/api/v1/tokens/0123456789ab", null),
+        (HttpMethod.Post, "/api/v1/tokens/admin/rotate", null),
     ];
 
     private TestCluster Cluster => fixture.Cluster;
@@ -99,22 +123,8 @@ public sealed class ApiTests(ApiClusterFixture fixture) : IClassFixture<ApiClust
     public async Task Mutating_calls_without_or_with_a_wrong_token_are_refused_and_change_nothing()
     {
         var before = await SnapshotAsync();
-        var calls = new (HttpMethod Method, string Path, string? Body)[]
+        var calls = Mutations.Concat(new (HttpMethod Method, string Path, string? Body)[]
         {
-            (HttpMethod.Post, "/api/v1/vdisks", """{"name":"sneaky","size":"64MiB"}"""),
-            (HttpMethod.Patch, "/api/v1/vdisks/alpha", """{"size":"128MiB"}"""),
-            (HttpMethod.Delete, "/api/v1/vdisks/alpha", null),
-            (HttpMethod.Put, "/api/v1/vdisks/alpha/policy", """{"policy":"default"}"""),
-            (HttpMethod.Put, "/api/v1/policies/sneaky", """{"failuresToTolerate":0}"""),
-            (HttpMethod.Delete, "/api/v1/policies/default", null),
-            (HttpMethod.Post, "/api/v1/hosts/h2/maintenance", """{"mode":"no-data-migration"}"""),
-            (HttpMethod.Delete, "/api/v1/hosts/h2/maintenance", null),
-            (HttpMethod.Post, "/api/v1/hosts/h3/decommission", null),
-            (HttpMethod.Post, "/api/v1/cluster/disks/0123456789abcdef/decommission", null),
-            (HttpMethod.Post, "/api/v1/cluster/rebalance", """{"dryRun":false}"""),
-            (HttpMethod.Delete, "/api/v1/cluster/rebalance", null),
-            (HttpMethod.Post, "/api/v1/disks", """{"path":"/tmp/converge-sneaky.img","size":"1GiB"}"""),
-
             // Routes match case-insensitively, so the token check must too (it once matched "/api/v1" exactly).
             (HttpMethod.Delete, "/API/v1/vdisks/alpha", null),
             (HttpMethod.Delete, "/Api/V1/vdisks/alpha", null),
@@ -123,7 +133,10 @@ public sealed class ApiTests(ApiClusterFixture fixture) : IClassFixture<ApiClust
             (HttpMethod.Put, "/API/v1/policies/sneaky", """{"failuresToTolerate":0}"""),
             (HttpMethod.Post, "/API/v1/hosts/h2/maintenance", """{"mode":"no-data-migration"}"""),
             (HttpMethod.Post, "/api/V1/CLUSTER/JOIN/../rebalance", """{"dryRun":false}"""),
-        };
+            (HttpMethod.Post, "/API/V1/TOKENS", """{"name":"sneaky","role":"admin"}"""),
+            (HttpMethod.Post, "/Api/v1/Tokens/Admin/Rotate", null),
+            (HttpMethod.Delete, "/API/V1/HOSTS/h2/MAINTENANCE", null),
+        });
         foreach (var (method, path, body) in calls)
         {
             foreach (var authorization in new AuthenticationHeaderValue?[] { null, new("Bearer", "cvg_not-the-token"), new("Basic", "YWRtaW46YWRtaW4=") })

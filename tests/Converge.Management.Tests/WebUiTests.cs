@@ -4,7 +4,7 @@ namespace Converge.Management.Tests;
 
 /// <summary>
 /// The web UI in a real headless Chromium against a real 3-host cluster: it shows the hosts and virtual disks, creates
-/// a virtual disk through its form (with the admin token), and shows a component's host as unreachable and the
+/// a virtual disk through its form (with the admin token; a read-only token's attempt is refused in the page), and shows a component's host as unreachable and the
 /// component as absent after that host is killed. Screenshots go to <c>tests/artifacts/</c>.
 /// </summary>
 public sealed class WebUiTests(ITestOutputHelper output)
@@ -59,6 +59,16 @@ public sealed class WebUiTests(ITestOutputHelper output)
         Assert.Equal("default", created.Policy);
         await browser.WaitForAsync("document.querySelector('#vdisks tr[data-vdisk=web1]') !== null", "web1 in the table");
         await SaveScreenshotAsync(browser, "webui-cluster.png");
+
+        // A read-only token: the page still shows everything, and its change is refused with the 403 detail, nothing made.
+        var viewer = await cluster[0].Api.CreateTokenAsync("viewer", "read-only");
+        await EnterToken(browser, viewer.Token);
+        await Submit(browser, "web2", "64MiB");
+        await browser.WaitForAsync(
+            "document.querySelector('#message').textContent.includes('refused') && document.querySelector('#message').textContent.includes('read-only')",
+            "the 403 detail");
+        Assert.Null(await cluster[0].Api.TryGetVirtualDiskAsync("web2"));
+        await browser.WaitForAsync("document.querySelector('#updated').textContent.startsWith('updated')", "a refresh with the read-only token");
 
         // Stop (SIGKILL) a host other than the one serving the page that holds a data component of web1.
         var victim = created.Layout!.First(c => c.Role == "data" && c.HostName != "h1");

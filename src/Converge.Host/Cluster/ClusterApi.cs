@@ -59,7 +59,7 @@ internal static class ClusterApi
             return ManagementApi.Json(
                 await node.HandleJoinAsync(request, forwarded, context.RequestAborted).ConfigureAwait(false),
                 ContractsJsonContext.Default.JoinResponse);
-        });
+        }).AllowAnonymous(); // Host to host, before the joining host has any token.
 
         var internalApi = app.MapGroup("/internal/v1").ExcludeFromDescription();
         internalApi.MapGet("/metadata/state", async (HttpContext context, long? after, bool? barrier) =>

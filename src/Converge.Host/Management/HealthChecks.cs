@@ -116,9 +116,9 @@ internal sealed class HealthChecks(ClusterViews views, HostInventory inventory)
             : Check("maintenance", "Hosts in maintenance", "warning", $"in maintenance: {string.Join(", ", maintenance.Select(h => $"{h.Name} ({h.MaintenanceMode})"))}; no new components are placed there", "exit maintenance when the work is done: 'converge host maintenance exit NAME'"));
 
         // Admin token.
-        checks.Add(state.Cluster?.AdminTokenHash is null
-            ? Check("admin-token", "Admin token", "warning", "this cluster was founded without an admin token: mutating API calls are not authenticated", "found clusters with this version; tokens cannot be added to an existing cluster yet")
-            : Ok("admin-token", "Admin token", "mutating API calls need the admin bearer token"));
+        checks.Add(!state.AllApiTokens().Any(t => t.Role == ApiTokenRoles.Admin)
+            ? Check("admin-token", "Admin token", "warning", "this cluster has no admin token: every change through the API is refused", "found clusters with this version, or restore the metadata of one that had its token")
+            : Ok("admin-token", "Admin token", "changes need an admin bearer token" + (state.Cluster?.AdminTokenHash is null ? string.Empty : "; the admin token predates salted hashes: rotate it ('converge token rotate-admin')")));
 
         return Report(checks);
     }

@@ -6,63 +6,17 @@ namespace Converge.Host.Management;
 
 /// <summary>
 /// The operator-facing additions to <c>/api/v1</c>: health checks, resync progress, performance samples, events,
-/// maintenance, decommissioning, rebalance, fault domains, compliance, layouts and policy changes; the bearer-token check of mutating calls;
-/// the clock header; and the internal per-host views the cluster endpoints merge.
+/// maintenance, decommissioning, rebalance, fault domains, compliance, layouts and policy changes; the clock header; and the internal per-host views the cluster endpoints merge.
 /// </summary>
 internal static class ManagementEndpoints
 {
-    /// <summary>Mutating <c>/api/v1</c> calls need <c>Authorization: Bearer TOKEN</c>; the join stays open (host-to-host).</summary>
-    public static void UseAdminToken(WebApplication app)
-    {
-        var verifier = app.Services.GetRequiredService<AdminTokenVerifier>();
-        app.Use(async (context, next) =>
+    /// <summary>Every answer carries the host's clock, for the clock-skew check (the bearer-token check is <see cref="ApiSecurity"/>'s).</summary>
+    public static void UseClockHeader(WebApplication app) =>
+        app.Use((context, next) =>
         {
             context.Response.Headers[ClusterViews.ClockHeader] = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds().ToString(CultureInfo.InvariantCulture);
-            var request = context.Request;
-            if (!HttpMethods.IsGet(request.Method) && !HttpMethods.IsHead(request.Method) && !HttpMethods.IsOptions(request.Method) &&
-                // Case-insensitive, as routing matches: "/API/v1/vdisks" reaches the same endpoint as "/api/v1/vdisks".
-                request.Path.StartsWithSegments("/api/v1", StringComparison.OrdinalIgnoreCase) &&
-                !request.Path.Equals("/api/v1/cluster/join", StringComparison.OrdinalIgnoreCase))
-            {
-                var refusal = Check(request.Headers.Authorization.ToString(), verifier);
-                if (refusal is not null)
-                {
-                    context.Response.Headers.WWWAuthenticate = "Bearer realm=\"converge\"";
-                    await ManagementApi.Problem(StatusCodes.Status401Unauthorized, "Unauthorized", refusal).ExecuteAsync(context).ConfigureAwait(false);
-                    return;
-                }
-            }
-
-            await next(context).ConfigureAwait(false);
+            return next(context);
         });
-    }
-
-    private static string? Check(string header, AdminTokenVerifier verifier)
-    {
-        var expected = verifier.ExpectedHash;
-        if (expected is null)
-        {
-            return verifier.LegacyOpen
-                ? null
-                : "the cluster is not initialized yet, so no admin token can be checked; retry once the host is ready";
-        }
-
-        if (string.IsNullOrWhiteSpace(header))
-        {
-            return "this call changes the cluster and needs the admin token: send 'Authorization: Bearer TOKEN' " +
-                   "(the CLI takes --token or CONVERGE_TOKEN; 'converge up' stored it in .converge/admin-token)";
-        }
-
-        const string Scheme = "Bearer ";
-        if (!header.StartsWith(Scheme, StringComparison.OrdinalIgnoreCase) || header.Length == Scheme.Length)
-        {
-            return "the Authorization header must be 'Bearer TOKEN'";
-        }
-
-        return AdminToken.Matches(header[Scheme.Length..].Trim(), expected)
-            ? null
-            : "the admin token is wrong: it is not the one made when this cluster (or standalone host) was created";
-    }
 
     public static void Map(WebApplication app, RouteGroupBuilder api)
     {

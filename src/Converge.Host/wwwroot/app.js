@@ -1,5 +1,5 @@
-// Converge web UI: plain JavaScript, no build step. Reads the same /api/v1 the CLI uses; changes send the admin
-// token (kept in sessionStorage for this tab only).
+// Converge web UI: plain JavaScript, no build step. Reads the same /api/v1 the CLI uses, with the token entered (kept
+// in sessionStorage for this tab only): an admin token for changes, a read-only one to view an API beyond loopback.
 "use strict";
 
 const TOKEN_KEY = "converge-token";
@@ -55,21 +55,22 @@ function showMessage(text, ok) {
 }
 
 async function api(method, path, body) {
-  const headers = { "Accept": "application/json" };
-  if (method !== "GET") {
-    const token = sessionStorage.getItem(TOKEN_KEY);
-    if (!token) {
-      $("#token").focus();
-      throw new Error("enter the admin token (top right) first: changes need it");
-    }
-    headers["Authorization"] = "Bearer " + token;
+  // X-Converge-Client: the API takes changes only with it or a JSON body, which a cross-site form cannot send.
+  const headers = { "Accept": "application/json", "X-Converge-Client": "1" };
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  if (method !== "GET" && !token) {
+    $("#token").focus();
+    throw new Error("enter the admin token (top right) first: changes need it");
   }
+  if (token) headers["Authorization"] = "Bearer " + token;
   if (body !== undefined) headers["Content-Type"] = "application/json";
   const response = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
   const text = await response.text();
-  const data = text ? JSON.parse(text) : null;
+  let data = null;
+  try { data = text ? JSON.parse(text) : null; } catch { data = null; }
   if (!response.ok) {
-    const error = new Error((data && (data.detail || data.title)) || `${method} ${path}: HTTP ${response.status}`);
+    const detail = (data && (data.detail || data.title)) || `${method} ${path}: HTTP ${response.status}`;
+    const error = new Error(response.status === 403 ? "refused: " + detail : detail);
     error.status = response.status;
     throw error;
   }
@@ -307,6 +308,8 @@ async function refresh() {
     document.body.dataset.loaded = "true";
   } catch (e) {
     $("#updated").textContent = "update failed: " + e.message;
+    // Beyond loopback reads need a token too; a wrong token is refused on reads as well.
+    if (e.status === 401) showMessage(e.message, false);
   }
 }
 
@@ -324,7 +327,7 @@ async function mutate(method, path, body, success) {
 }
 
 function showTokenState() {
-  $("#token-state").textContent = sessionStorage.getItem(TOKEN_KEY) ? "token set for this tab" : "no token: read only";
+  $("#token-state").textContent = sessionStorage.getItem(TOKEN_KEY) ? "token set for this tab" : "no token: viewing only, where the host allows it";
 }
 
 $("#token-form").addEventListener("submit", event => {
@@ -333,6 +336,7 @@ $("#token-form").addEventListener("submit", event => {
   if (value) sessionStorage.setItem(TOKEN_KEY, value); else sessionStorage.removeItem(TOKEN_KEY);
   $("#token").value = "";
   showTokenState();
+  refresh();
 });
 
 $("#create-vdisk").addEventListener("submit", async event => {

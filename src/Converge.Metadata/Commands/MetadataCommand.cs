@@ -27,10 +27,12 @@ namespace Converge.Metadata;
 [JsonDerivedType(typeof(CompleteMove), "completeMove")]
 [JsonDerivedType(typeof(CancelMove), "cancelMove")]
 [JsonDerivedType(typeof(SetRebalance), "setRebalance")]
+[JsonDerivedType(typeof(CreateApiToken), "createApiToken")]
+[JsonDerivedType(typeof(RevokeApiToken), "revokeApiToken")]
 public abstract record MetadataCommand(Guid CommandId);
 
 /// <summary>Creates the cluster record and its default policy. Accepted once.</summary>
-/// <param name="AdminTokenHash">SHA-256 (hex) of the admin bearer token, see <see cref="ClusterInfo.AdminTokenHash"/>.</param>
+/// <param name="AdminTokenHash">Unsalted SHA-256 (hex) of the founder's admin token; applying salts it into <see cref="ClusterState.ApiTokens"/>.</param>
 public sealed record InitializeCluster(
     Guid CommandId, string ClusterId, string Name, DateTimeOffset CreatedAt, StoragePolicy DefaultPolicy, int VoterTarget,
     string? AdminTokenHash = null)

@@ -46,6 +46,8 @@ public sealed partial record ClusterState
             CompleteMove c => ApplyCompleteMove(c),
             CancelMove c => ApplyCancelMove(c),
             SetRebalance c => ApplySetRebalance(c),
+            CreateApiToken c => ApplyCreateApiToken(c),
+            RevokeApiToken c => ApplyRevokeApiToken(c),
             _ => Refuse($"unknown command {command.GetType().Name}"),
         };
 
@@ -95,8 +97,10 @@ public sealed partial record ClusterState
 
         return (this with
         {
-            Cluster = new ClusterInfo(c.ClusterId, c.Name, c.CreatedAt, c.DefaultPolicy.Name, c.VoterTarget, c.AdminTokenHash),
+            // The admin token is kept salted in ApiTokens; ClusterInfo.AdminTokenHash stays null (clusters founded before keep theirs).
+            Cluster = new ClusterInfo(c.ClusterId, c.Name, c.CreatedAt, c.DefaultPolicy.Name, c.VoterTarget),
             Policies = Policies.SetItem(c.DefaultPolicy.Name, c.DefaultPolicy),
+            ApiTokens = FounderToken(c),
         }, CommandResult.Ok());
     }
 

@@ -78,6 +78,7 @@ public sealed partial record ClusterState
         Hosts = Hosts.WithComparers(StringComparer.Ordinal),
         Disks = Disks.WithComparers(StringComparer.Ordinal),
         Policies = Policies.WithComparers(StringComparer.Ordinal),
+        ApiTokens = ApiTokens.WithComparers(StringComparer.Ordinal),
         VirtualDisks = VirtualDisks
             .Select(p => KeyValuePair.Create(p.Key, p.Value with { ComponentStates = p.Value.ComponentStates.WithComparers(StringComparer.Ordinal) }))
             .ToImmutableSortedDictionary(StringComparer.Ordinal),

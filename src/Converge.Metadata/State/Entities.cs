@@ -6,8 +6,9 @@ namespace Converge.Metadata;
 /// <summary>The cluster itself: set once by <see cref="InitializeCluster"/>.</summary>
 /// <param name="VoterTarget">How many hosts are Raft members: 3 or 5 (1 for a single-host lab).</param>
 /// <param name="AdminTokenHash">
-/// SHA-256 (lower-case hex) of the admin bearer token made when the cluster was founded; every host checks mutating
-/// API calls against it. Null for clusters founded before tokens existed.
+/// Unsalted SHA-256 (lower-case hex) of the admin token of a cluster founded before salted tokens
+/// (<see cref="ClusterState.ApiTokens"/>): still accepted, listed as <see cref="ApiTokenRoles.LegacyAdminId"/>, cleared
+/// when that token is revoked or rotated. Never set for clusters founded since. Never served by the management API.
 /// </param>
 public sealed record ClusterInfo(
     string ClusterId,
