@@ -3,6 +3,7 @@ using System.Net;
 using System.Net.Sockets;
 using System.Threading.Tasks.Sources;
 using Converge.Common;
+using Converge.Common.Transport;
 
 namespace Converge.Coordinator.Peer;
 
@@ -76,7 +77,7 @@ public sealed class PeerClient : IAsyncDisposable
                     }
                 }
             }
-            catch (Exception ex) when (ex is SocketException or ObjectDisposedException)
+            catch (Exception ex) when (ex is SocketException or IOException or ObjectDisposedException)
             {
                 Fail(connection, ex.Message);
                 throw Unavailable(ex.Message, ex);
@@ -145,7 +146,7 @@ public sealed class PeerClient : IAsyncDisposable
                 throw Unavailable($"cannot connect: {ex.Message}", ex);
             }
 
-            var connection = new Connection(socket);
+            var connection = new Connection(new SocketTransport(socket));
             connection.ReadLoop = Task.Run(() => ReadLoopAsync(connection), CancellationToken.None);
             Volatile.Write(ref _connection, connection);
             return connection;
@@ -162,7 +163,7 @@ public sealed class PeerClient : IAsyncDisposable
     /// </summary>
     private async Task ReadLoopAsync(Connection connection)
     {
-        var socket = connection.Socket;
+        var transport = connection.Transport;
         var buffer = connection.ReceiveBuffer;
         int start = 0, end = 0;
         var reason = "connection closed by peer";
@@ -179,7 +180,7 @@ public sealed class PeerClient : IAsyncDisposable
                         start = 0;
                     }
 
-                    var n = await socket.ReceiveAsync(buffer.AsMemory(end), SocketFlags.None, _disposed.Token);
+                    var n = await transport.ReceiveAsync(buffer.AsMemory(end), _disposed.Token);
                     if (n == 0)
                     {
                         return;
@@ -210,7 +211,7 @@ public sealed class PeerClient : IAsyncDisposable
                     }
 
                     start = end = 0;
-                    var n = await socket.ReceiveAsync(buffer.AsMemory(0, Math.Min(buffer.Length, Math.Max(header.Length - copied, PeerReplyHeader.Size))), SocketFlags.None, _disposed.Token);
+                    var n = await transport.ReceiveAsync(buffer.AsMemory(0, Math.Min(buffer.Length, Math.Max(header.Length - copied, PeerReplyHeader.Size))), _disposed.Token);
                     if (n == 0)
                     {
                         return;
@@ -228,7 +229,7 @@ public sealed class PeerClient : IAsyncDisposable
                 pending?.Finish(header.RequestId, copied);
             }
         }
-        catch (Exception ex) when (ex is SocketException or OperationCanceledException or ObjectDisposedException)
+        catch (Exception ex) when (ex is SocketException or IOException or OperationCanceledException or ObjectDisposedException)
         {
             reason = ex.Message;
         }
@@ -272,14 +273,14 @@ public sealed class PeerClient : IAsyncDisposable
         _writeLock.Dispose();
     }
 
-    private sealed class Connection(Socket socket) : IDisposable
+    private sealed class Connection(SocketTransport transport) : IDisposable
     {
         /// <summary>Small payloads go out in one send with their header; larger ones follow it in a second send.</summary>
         private const int CoalesceBytes = 64 * 1024;
         private readonly byte[] _send = new byte[PeerRequestHeader.Size + CoalesceBytes];
         private int _failed;
 
-        public Socket Socket { get; } = socket;
+        public SocketTransport Transport { get; } = transport;
 
         public byte[] ReceiveBuffer { get; } = new byte[256 * 1024];
 
@@ -302,16 +303,9 @@ public sealed class PeerClient : IAsyncDisposable
             }
         }
 
-        public void Dispose() => Socket.Dispose();
+        public void Dispose() => Transport.Dispose();
 
-        private async ValueTask SendAllAsync(ReadOnlyMemory<byte> data)
-        {
-            while (!data.IsEmpty)
-            {
-                var n = await Socket.SendAsync(data, SocketFlags.None);
-                data = data[n..];
-            }
-        }
+        private ValueTask SendAllAsync(ReadOnlyMemory<byte> data) => Transport.SendAllAsync(data, CancellationToken.None);
     }
 
     /// <summary>

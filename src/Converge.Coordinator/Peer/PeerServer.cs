@@ -2,6 +2,7 @@ using System.Buffers;
 using System.Net;
 using System.Net.Sockets;
 using Converge.Common;
+using Converge.Common.Transport;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 
@@ -59,7 +60,7 @@ public sealed class PeerSession
     /// <summary>Replies (with payloads) up to this size are copied into one send buffer; larger payloads are sent from their own buffer.</summary>
     private const int CoalesceBytes = 64 * 1024;
 
-    private readonly Socket _socket;
+    private readonly SocketTransport _transport;
     private readonly IPeerRequestHandler _handler;
     private readonly ILogger _logger;
     private readonly SemaphoreSlim _slots = new(MaxInFlight, MaxInFlight);
@@ -76,14 +77,21 @@ public sealed class PeerSession
     private int _end;
 
     public PeerSession(Socket socket, IPeerRequestHandler handler, ILogger logger)
+        : this(new SocketTransport(socket), handler, logger)
     {
-        _socket = socket;
+    }
+
+    /// <summary>A session on a connection whose TLS handshake (if any) is done: requests are read from its first byte.</summary>
+    public PeerSession(SocketTransport transport, IPeerRequestHandler handler, ILogger logger)
+    {
+        ArgumentNullException.ThrowIfNull(transport);
+        _transport = transport;
         _handler = handler;
         _logger = logger;
     }
 
     /// <summary>Cuts the connection (requests still running then fail to send their replies).</summary>
-    public void Abort() => _socket.Dispose();
+    public void Abort() => _transport.Dispose();
 
     /// <summary>Serves until the peer disconnects, a frame is malformed, or <paramref name="cancellationToken"/> fires; then waits for running requests and closes.</summary>
     public async Task RunAsync(CancellationToken cancellationToken)
@@ -127,7 +135,7 @@ public sealed class PeerSession
         catch (OperationCanceledException) when (stop.IsCancellationRequested)
         {
         }
-        catch (Exception ex) when (ex is SocketException or ObjectDisposedException)
+        catch (Exception ex) when (ex is SocketException or IOException or ObjectDisposedException)
         {
             Log.PeerConnectionFailed(_logger, ex.Message);
         }
@@ -136,15 +144,8 @@ public sealed class PeerSession
             await WaitIdleAsync();
             await stop.CancelAsync();
             await SendQueuedAsync();
-            try
-            {
-                _socket.Shutdown(SocketShutdown.Both);
-            }
-            catch (Exception ex) when (ex is SocketException or ObjectDisposedException)
-            {
-            }
-
-            _socket.Dispose();
+            _transport.Shutdown();
+            _transport.Dispose();
             _slots.Dispose();
         }
     }
@@ -169,7 +170,7 @@ public sealed class PeerSession
             }
 
             await SendQueuedAsync();
-            var n = await _socket.ReceiveAsync(_receive.AsMemory(_end), SocketFlags.None, cancellationToken);
+            var n = await _transport.ReceiveAsync(_receive.AsMemory(_end), cancellationToken);
             if (n == 0)
             {
                 if (_end != _start)
@@ -196,7 +197,7 @@ public sealed class PeerSession
         while (!payload.IsEmpty)
         {
             await SendQueuedAsync();
-            var n = await _socket.ReceiveAsync(payload, SocketFlags.None, cancellationToken);
+            var n = await _transport.ReceiveAsync(payload, cancellationToken);
             if (n == 0)
             {
                 Log.PeerConnectionFailed(_logger, "connection closed inside a frame");
@@ -409,7 +410,7 @@ public sealed class PeerSession
                     await SendBatchAsync(batch);
                 }
             }
-            catch (Exception ex) when (ex is SocketException or ObjectDisposedException)
+            catch (Exception ex) when (ex is SocketException or IOException or ObjectDisposedException)
             {
                 Log.PeerConnectionFailed(_logger, ex.Message);
                 lock (_gate)
@@ -417,7 +418,7 @@ public sealed class PeerSession
                     _sendFailed = true;
                 }
 
-                _socket.Dispose();
+                _transport.Dispose();
             }
 
             foreach (var queued in batch)
@@ -478,14 +479,7 @@ public sealed class PeerSession
         }
     }
 
-    private async ValueTask SendAllAsync(ReadOnlyMemory<byte> data)
-    {
-        while (!data.IsEmpty)
-        {
-            var n = await _socket.SendAsync(data, SocketFlags.None);
-            data = data[n..];
-        }
-    }
+    private ValueTask SendAllAsync(ReadOnlyMemory<byte> data) => _transport.SendAllAsync(data, CancellationToken.None);
 
     private readonly record struct QueuedReply(PeerReplyHeader Header, byte[]? Payload);
 }
