@@ -24,6 +24,7 @@ internal sealed class NbdConnection : IDisposable
 
     private byte[]? _receive = ArrayPool<byte>.Shared.Rent(ReceiveBufferSize);
     private bool _lastPayloadLarge;
+    private int _receives;
     private ArrayBufferWriter<byte>? _output;
 
     public NbdConnection(Socket socket)
@@ -35,7 +36,7 @@ internal sealed class NbdConnection : IDisposable
     public SocketTransport Transport { get; }
 
     /// <summary>Receives completed so far (the idle watch compares counts instead of reading a clock per receive).</summary>
-    public int Receives { get; private set; }
+    public int Receives => Volatile.Read(ref _receives);
 
     /// <summary>The receive buffer; unparsed bytes are <c>[Start, End)</c>.</summary>
     public byte[] Buffer => _receive ?? throw new ObjectDisposedException(nameof(NbdConnection));
@@ -88,7 +89,7 @@ internal sealed class NbdConnection : IDisposable
         }
 
         var n = await Transport.ReceiveAsync(buffer.AsMemory(End, room), cancellationToken);
-        Receives++;
+        _receives++;
         End += n;
         return n;
     }
@@ -126,7 +127,7 @@ internal sealed class NbdConnection : IDisposable
         while (!destination.IsEmpty)
         {
             var n = await Transport.ReceiveAsync(destination, cancellationToken);
-            Receives++;
+            _receives++;
             if (n == 0)
             {
                 return false;
