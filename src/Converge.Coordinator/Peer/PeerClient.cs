@@ -1,6 +1,8 @@
 using System.Collections.Concurrent;
 using System.Net;
+using System.Net.Security;
 using System.Net.Sockets;
+using System.Security.Authentication;
 using System.Threading.Tasks.Sources;
 using Converge.Common;
 using Converge.Common.Transport;
@@ -19,6 +21,7 @@ public sealed class PeerClient : IAsyncDisposable
 
     private readonly EndPoint _endPoint;
     private readonly TimeSpan _connectTimeout;
+    private readonly SslClientAuthenticationOptions? _tls;
     private readonly SemaphoreSlim _connectLock = new(1, 1);
     private readonly SemaphoreSlim _writeLock = new(1, 1);
     private readonly ConcurrentDictionary<ulong, PendingRequest> _pending = new();
@@ -27,10 +30,16 @@ public sealed class PeerClient : IAsyncDisposable
     private Connection? _connection;
     private long _nextId;
 
-    public PeerClient(EndPoint endPoint, TimeSpan? connectTimeout = null)
+    /// <param name="tls">
+    /// Mutual TLS: the client certificate, the server's expected name (<c>TargetHost</c>) and the chain policy or
+    /// validation callback, supplied by the caller; each connection completes its handshake (within the connect
+    /// timeout) before its first request. Null: plain TCP.
+    /// </param>
+    public PeerClient(EndPoint endPoint, TimeSpan? connectTimeout = null, SslClientAuthenticationOptions? tls = null)
     {
         _endPoint = endPoint;
         _connectTimeout = connectTimeout ?? TimeSpan.FromSeconds(2);
+        _tls = tls;
     }
 
     public EndPoint EndPoint => _endPoint;
@@ -146,7 +155,27 @@ public sealed class PeerClient : IAsyncDisposable
                 throw Unavailable($"cannot connect: {ex.Message}", ex);
             }
 
-            var connection = new Connection(new SocketTransport(socket));
+            var transport = new SocketTransport(socket);
+            if (_tls is not null)
+            {
+                try
+                {
+                    await transport.AuthenticateAsClientAsync(_tls, _connectTimeout, TimeProvider.System, timeout.Token);
+                }
+                catch (Exception ex) when (ex is AuthenticationException or IOException or SocketException or TimeoutException
+                    or OperationCanceledException && !cancellationToken.IsCancellationRequested)
+                {
+                    transport.Dispose();
+                    throw Unavailable($"TLS handshake failed: {ex.Message}", ex);
+                }
+                catch
+                {
+                    transport.Dispose();
+                    throw;
+                }
+            }
+
+            var connection = new Connection(transport);
             connection.ReadLoop = Task.Run(() => ReadLoopAsync(connection), CancellationToken.None);
             Volatile.Write(ref _connection, connection);
             return connection;
