@@ -131,7 +131,7 @@ public sealed class SocketTransport : IDisposable
             throw new InvalidOperationException("TLS is already established on this connection");
         }
 
-        var stream = new SslStream(new NetworkStream(Socket, ownsSocket: false), leaveInnerStreamOpen: false);
+        var stream = new SslStream(new ReadAheadSocketStream(Socket), leaveInnerStreamOpen: false);
         try
         {
             var handshake = authenticate(stream);

@@ -100,8 +100,28 @@ public static class TlsCredentials
             ClientCertificateRequired = clientAuthorities is not null,
             CertificateRevocationCheckMode = X509RevocationMode.NoCheck,
             CertificateChainPolicy = clientAuthorities is null ? null : ChainPolicy(clientAuthorities, ClientAuthentication),
+            CipherSuitesPolicy = CipherSuites,
         };
     }
+
+    /// <summary>
+    /// AEAD suites only, AES-128-GCM first: with the server's preference it is what clients get (gnutls, which libnbd and
+    /// qemu use, would pick AES-256-GCM), and it costs about a third less CPU per byte on the data path.
+    /// </summary>
+    public static CipherSuitesPolicy? CipherSuites { get; } = OperatingSystem.IsLinux() || OperatingSystem.IsMacOS()
+        ? new CipherSuitesPolicy(
+        [
+            TlsCipherSuite.TLS_AES_128_GCM_SHA256,
+            TlsCipherSuite.TLS_AES_256_GCM_SHA384,
+            TlsCipherSuite.TLS_CHACHA20_POLY1305_SHA256,
+            TlsCipherSuite.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+            TlsCipherSuite.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+            TlsCipherSuite.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+            TlsCipherSuite.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+            TlsCipherSuite.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+            TlsCipherSuite.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+        ])
+        : null;
 
     /// <summary>Extended key usage "TLS client authentication".</summary>
     public static Oid ClientAuthentication => new("1.3.6.1.5.5.7.3.2");
