@@ -85,10 +85,25 @@ internal static class HostCommands
         };
         var faultInjection = new Option<bool>("--enable-fault-injection") { Description = "Testing only: enable /internal/v1/test endpoints that inject faults" };
 
+        var nbdTls = new Option<string>("--nbd-tls")
+        {
+            Description = "NBD over TLS (NBD_OPT_STARTTLS): off, on (client's choice) or require (every option before STARTTLS gets TLS_REQD)",
+            DefaultValueFactory = _ => "off",
+        };
+        var nbdTlsCert = new Option<string?>("--nbd-tls-cert") { Description = "NBD TLS: server certificate (PEM file)" };
+        var nbdTlsKey = new Option<string?>("--nbd-tls-key") { Description = "NBD TLS: the certificate's private key (PEM file)" };
+        var nbdTlsCa = new Option<string?>("--nbd-tls-ca") { Description = "NBD TLS: require client certificates issued by this CA (PEM file); their subject CN is the client identity" };
+        var nbdAllow = new Option<string[]>("--nbd-allow")
+        {
+            Description = "NBD access list, repeatable: EXPORT=ID[,ID...] admits only these client identities (certificate CNs) to EXPORT",
+            AllowMultipleArgumentsPerToken = false,
+        };
+
         var run = new Command("run", "Run the host daemon in the foreground (logs to stdout; SIGTERM/SIGINT stop it cleanly)")
         {
             data, disks, name, nbd, api, peer, raft, join, faultDomain, voters, heartbeat, replicaTimeout, resyncBandwidth, idleResyncBandwidth, repairDelay, scrubRate, orphanGrace, faultInjection,
             apiTlsCert, apiTlsKey, apiAnonymousRead, apiAllowedHost,
+            nbdTls, nbdTlsCert, nbdTlsKey, nbdTlsCa, nbdAllow,
         };
         run.SetAction((pr, ct) => Guarded.RunAsync(async () =>
         {
@@ -122,6 +137,11 @@ internal static class HostCommands
                     ApiTlsKeyPath = pr.GetValue(apiTlsKey),
                     ApiAnonymousRead = pr.GetValue(apiAnonymousRead),
                     ApiAllowedHosts = pr.GetValue(apiAllowedHost) ?? [],
+                    NbdTls = HostOptions.ParseNbdTlsMode(pr.GetRequiredValue(nbdTls)),
+                    NbdTlsCertificate = pr.GetValue(nbdTlsCert),
+                    NbdTlsKey = pr.GetValue(nbdTlsKey),
+                    NbdTlsCa = pr.GetValue(nbdTlsCa),
+                    NbdAllow = pr.GetValue(nbdAllow) ?? [],
                 };
                 options.Validate();
             }

@@ -15,4 +15,8 @@ internal static partial class Log
 
     [LoggerMessage(EventId = 4, Level = LogLevel.Warning, Message = "peer {Op} at offset {Offset} ({Length} bytes) arrived damaged (payload checksum mismatch); refused, the sender retries")]
     public static partial void PeerPayloadCorrupt(ILogger logger, string op, long offset, int length);
+
+    // 40-49: peer TLS (issue 17).
+    [LoggerMessage(EventId = 40, Level = LogLevel.Warning, Message = "peer connection from {RemoteEndPoint} refused: TLS handshake failed: {Reason}")]
+    public static partial void PeerTlsRefused(ILogger logger, string remoteEndPoint, string reason);
 }

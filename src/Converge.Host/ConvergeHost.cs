@@ -84,7 +84,7 @@ public static class ConvergeHost
             return Task.CompletedTask;
         }));
 
-        builder.Services.AddSingleton(new NbdServerOptions { Time = options.Time });
+        builder.Services.AddSingleton(NbdHostedListener.CreateServerOptions(options));
         builder.Services.AddSingleton<HostRuntime>();
         if (options.IsCluster)
         {

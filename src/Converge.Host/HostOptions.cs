@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Net;
 using Converge.Common;
+using Converge.Nbd;
 
 namespace Converge.Host;
 
@@ -76,6 +77,73 @@ public sealed record HostOptions
 
     /// <summary>How often each disk flushes unflushed writes in the background.</summary>
     public TimeSpan BackgroundFlushInterval { get; init; } = TimeSpan.FromSeconds(1);
+
+    // NBD over TLS and per-export access lists (docs/security/tls.md).
+
+    /// <summary><c>--nbd-tls off|on|require</c>: whether NBD_OPT_STARTTLS is refused, offered, or required before any other option.</summary>
+    public NbdTlsMode NbdTls { get; init; } = NbdTlsMode.Off;
+
+    /// <summary><c>--nbd-tls-cert FILE</c>: the NBD server certificate (PEM; intermediates may follow it).</summary>
+    public string? NbdTlsCertificate { get; init; }
+
+    /// <summary><c>--nbd-tls-key FILE</c>: its private key (PEM).</summary>
+    public string? NbdTlsKey { get; init; }
+
+    /// <summary><c>--nbd-tls-ca FILE</c>: when set, NBD clients must present a certificate issued by this CA (PEM); its subject CN is the client's identity.</summary>
+    public string? NbdTlsCa { get; init; }
+
+    /// <summary><c>--nbd-allow EXPORT=ID[,ID...]</c> (repeatable): only these client identities may use EXPORT; exports without a rule admit every client TLS admits.</summary>
+    public IReadOnlyList<string> NbdAllow { get; init; } = [];
+
+    /// <summary>Parses <c>off</c>, <c>on</c> or <c>require</c>.</summary>
+    public static NbdTlsMode ParseNbdTlsMode(string text) => text?.Trim().ToLowerInvariant() switch
+    {
+        "off" => NbdTlsMode.Off,
+        "on" => NbdTlsMode.On,
+        "require" => NbdTlsMode.Require,
+        _ => throw new HostOptionsException($"--nbd-tls '{text}': give off, on or require"),
+    };
+
+    private void ValidateNbdTls(List<string> problems)
+    {
+        var files = new[] { (NbdTlsCertificate, "--nbd-tls-cert"), (NbdTlsKey, "--nbd-tls-key"), (NbdTlsCa, "--nbd-tls-ca") };
+        if (NbdTls == NbdTlsMode.Off)
+        {
+            foreach (var (_, option) in files.Where(f => f.Item1 is not null))
+            {
+                problems.Add($"{option} is given but --nbd-tls is off; add --nbd-tls on or --nbd-tls require");
+            }
+        }
+        else if (NbdTlsCertificate is null || NbdTlsKey is null)
+        {
+            problems.Add($"--nbd-tls {NbdTls.ToString().ToLowerInvariant()} needs a server certificate: give --nbd-tls-cert FILE and --nbd-tls-key FILE (PEM)");
+        }
+
+        foreach (var (path, option) in files)
+        {
+            if (path is not null && !File.Exists(path))
+            {
+                problems.Add($"{option} {path}: no such file");
+            }
+        }
+
+        if (NbdAllow.Count > 0)
+        {
+            if (NbdTlsCa is null)
+            {
+                problems.Add("--nbd-allow needs --nbd-tls-ca: client identities are the names in client certificates that CA issued");
+            }
+
+            try
+            {
+                NbdExportAccessList.Parse(NbdAllow);
+            }
+            catch (FormatException e)
+            {
+                problems.Add($"--nbd-allow {e.Message}");
+            }
+        }
+    }
 
     /// <summary>Parses a duration such as <c>5s</c>, <c>500ms</c>, <c>2m</c>, <c>1h</c> or plain seconds.</summary>
     public static TimeSpan ParseDuration(string text, string option)
@@ -197,6 +265,8 @@ public sealed record HostOptions
         {
             problems.Add($"the NBD and API listeners both use {NbdEndPoint}; give them different ports");
         }
+
+        ValidateNbdTls(problems);
 
         if (ShutdownTimeout <= TimeSpan.Zero || BackgroundFlushInterval <= TimeSpan.Zero)
         {

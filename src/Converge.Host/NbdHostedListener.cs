@@ -1,3 +1,4 @@
+using Converge.Common.Transport;
 using Converge.Nbd;
 
 namespace Converge.Host;
@@ -12,4 +13,31 @@ internal sealed class NbdHostedListener(NbdListener listener) : IHostedService, 
     public Task StopAsync(CancellationToken cancellationToken) => listener.StopAsync(cancellationToken);
 
     public ValueTask DisposeAsync() => listener.DisposeAsync();
+
+    /// <summary>The NBD server options from the host's: TLS from PEM files and the per-export access lists.</summary>
+    /// <exception cref="HostStartException">A certificate, key or CA file cannot be loaded.</exception>
+    public static NbdServerOptions CreateServerOptions(HostOptions options)
+    {
+        if (options.NbdTls == NbdTlsMode.Off)
+        {
+            return new NbdServerOptions { Time = options.Time };
+        }
+
+        try
+        {
+            var (certificate, chain) = TlsCredentials.LoadCertificate(options.NbdTlsCertificate!, options.NbdTlsKey!);
+            var authorities = options.NbdTlsCa is null ? null : TlsCredentials.LoadAuthorities(options.NbdTlsCa);
+            return new NbdServerOptions
+            {
+                Time = options.Time,
+                TlsMode = options.NbdTls,
+                Tls = TlsCredentials.ServerOptions(certificate, chain, authorities),
+                Authorizer = options.NbdAllow.Count == 0 ? null : NbdExportAccessList.Parse(options.NbdAllow),
+            };
+        }
+        catch (TlsConfigurationException e)
+        {
+            throw new HostStartException($"NBD TLS: {e.Message}", e);
+        }
+    }
 }

@@ -57,4 +57,14 @@ internal static partial class Log
 
     [LoggerMessage(18, LogLevel.Warning, "NBD accept failed: {Reason}")]
     public static partial void AcceptFailed(ILogger logger, string reason);
+
+    // 40-49: TLS and access control (issue 17).
+    [LoggerMessage(40, LogLevel.Information, "NBD TLS established ({Protocol}, {Cipher}); client: {Identity}")]
+    public static partial void TlsEstablished(ILogger logger, string protocol, string cipher, string identity);
+
+    [LoggerMessage(41, LogLevel.Warning, "NBD export '{ExportName}' refused to {Identity} by its access list")]
+    public static partial void ExportRefused(ILogger logger, string exportName, string identity);
+
+    [LoggerMessage(42, LogLevel.Information, "NBD connection idle for {Timeout}; closing it")]
+    public static partial void IdleTimedOut(ILogger logger, TimeSpan timeout);
 }

@@ -1,7 +1,10 @@
 using System.Buffers;
 using System.Buffers.Binary;
+using System.Net.Sockets;
+using System.Security.Authentication;
 using System.Text;
 using Converge.Common;
+using Converge.Common.Transport;
 using Converge.Nbd.Protocol;
 using Microsoft.Extensions.Logging;
 
@@ -29,6 +32,9 @@ internal sealed class NbdHandshake
 
     private bool _noZeroes;
     private bool _structuredReplies;
+
+    // Who the client proved to be in the TLS handshake (null: plain, or TLS without a client certificate).
+    private NbdClientIdentity? _identity;
 
     // NBD_OPT_SET_META_CONTEXT result: the export name it was for, and whether base:allocation was selected.
     private string? _metaContextExport;
@@ -124,8 +130,26 @@ internal sealed class NbdHandshake
 
     private async ValueTask<OptionOutcome> HandleOptionAsync(NbdOption option, byte[] data, CancellationToken ct)
     {
+        if (_options.TlsMode == NbdTlsMode.Require && !_connection.Transport.IsTls && option is not (NbdOption.StartTls or NbdOption.Abort))
+        {
+            // Spec (FORCEDTLS): every other option gets TLS_REQD, so nothing is served in the clear; EXPORT_NAME
+            // cannot be answered with an error, so the session ends.
+            if (option == NbdOption.ExportName)
+            {
+                End("NBD_OPT_EXPORT_NAME before NBD_OPT_STARTTLS, and TLS is required");
+                return OptionOutcome.Close;
+            }
+
+            WriteError(option, OptionReplyType.ErrTlsReqd, "this server requires TLS: send NBD_OPT_STARTTLS first");
+            await _connection.FlushAsync(ct);
+            return OptionOutcome.Continue;
+        }
+
         switch (option)
         {
+            case NbdOption.StartTls:
+                return await HandleStartTlsAsync(data, ct) ? OptionOutcome.Continue : OptionOutcome.Close;
+
             case NbdOption.ExportName:
                 var selected = await HandleExportNameAsync(data, ct);
                 if (selected.Export is not null)
@@ -176,7 +200,7 @@ internal sealed class NbdHandshake
                 break;
 
             default:
-                // Unknown options (and STARTTLS, EXTENDED_HEADERS: not offered) are refused and haggling continues.
+                // Unknown options (and EXTENDED_HEADERS: not offered) are refused and haggling continues.
                 Log.OptionRejected(_logger, (uint)option, (uint)data.Length, nameof(OptionReplyType.ErrUnsup));
                 WriteError(option, OptionReplyType.ErrUnsup, $"option {(uint)option} is not supported by this server");
                 break;
@@ -186,11 +210,83 @@ internal sealed class NbdHandshake
         return OptionOutcome.Continue;
     }
 
+    /// <summary>NBD_OPT_STARTTLS: ACK, then the TLS handshake on the socket. False when the session must end.</summary>
+    private async ValueTask<bool> HandleStartTlsAsync(byte[] data, CancellationToken ct)
+    {
+        var tls = _options.Tls;
+        if (data.Length != 0)
+        {
+            WriteError(NbdOption.StartTls, OptionReplyType.ErrInvalid, "NBD_OPT_STARTTLS takes no data");
+        }
+        else if (_options.TlsMode == NbdTlsMode.Off || tls is null)
+        {
+            // Spec (NOTLS): POLICY when TLS is not offered by configuration.
+            WriteError(NbdOption.StartTls, OptionReplyType.ErrPolicy, "TLS is not enabled on this server");
+        }
+        else if (_connection.Transport.IsTls)
+        {
+            WriteError(NbdOption.StartTls, OptionReplyType.ErrInvalid, "TLS is already active on this connection");
+        }
+        else
+        {
+            WriteReply(NbdOption.StartTls, OptionReplyType.Ack);
+            await _connection.FlushAsync(ct);
+            if (_connection.Buffered != 0)
+            {
+                // The client must wait for the ACK before its TLS hello; bytes here would be lost to the handshake.
+                End("client sent data after NBD_OPT_STARTTLS before the TLS handshake");
+                return false;
+            }
+
+            try
+            {
+                await _connection.Transport.AuthenticateAsServerAsync(tls, _options.HandshakeTimeout, _options.Time, ct);
+            }
+            catch (Exception ex) when (ex is AuthenticationException or IOException or TimeoutException or SocketException)
+            {
+                // Spec: after the ACK there is no going back to plain text.
+                End($"TLS handshake failed: {ex.Message}");
+                return false;
+            }
+
+            var cn = TlsCredentials.CommonName(_connection.Transport.RemoteCertificate);
+            _identity = cn is null ? null : new NbdClientIdentity(cn, NbdIdentityKind.Certificate);
+            var session = _connection.Transport.Tls!;
+            Log.TlsEstablished(_logger, session.SslProtocol.ToString(), session.NegotiatedCipherSuite.ToString(), _identity?.ToString() ?? "no client certificate");
+
+            // Nothing negotiated in the clear carries over into the TLS session (a man in the middle could have sent it).
+            _structuredReplies = false;
+            _metaContextExport = null;
+            _baseAllocationSelected = false;
+            return true;
+        }
+
+        await _connection.FlushAsync(ct);
+        return true;
+    }
+
+    private bool Allowed(string exportName) => _options.Authorizer?.IsAllowed(exportName, _identity) ?? true;
+
+    private void WriteRefused(NbdOption option, string exportName)
+    {
+        Log.ExportRefused(_logger, exportName, _identity?.ToString() ?? "no client identity");
+        WriteError(option, OptionReplyType.ErrPolicy, _identity is null
+            ? $"export '{exportName}' needs a client certificate it admits"
+            : $"export '{exportName}' does not admit {_identity}");
+    }
+
     private async ValueTask<OptionOutcome> HandleExportNameAsync(byte[] data, CancellationToken ct)
     {
         if (!TryDecodeString(data, out var name))
         {
             End("NBD_OPT_EXPORT_NAME with an invalid name");
+            return OptionOutcome.Close;
+        }
+
+        if (!Allowed(name))
+        {
+            // This option cannot return an error either.
+            Log.ExportRefused(_logger, name, _identity?.ToString() ?? "no client identity");
             return OptionOutcome.Close;
         }
 
@@ -221,6 +317,12 @@ internal sealed class NbdHandshake
 
         foreach (var export in _catalog.ListExports())
         {
+            if (!Allowed(export.Name))
+            {
+                // An export the client may not use is not listed either.
+                continue;
+            }
+
             var name = Encoding.UTF8.GetBytes(export.Name);
             var description = Encoding.UTF8.GetBytes(export.Description ?? string.Empty);
             var payload = new byte[4 + name.Length + description.Length];
@@ -275,6 +377,12 @@ internal sealed class NbdHandshake
                     // NBD_INFO_EXPORT and NBD_INFO_BLOCK_SIZE are always sent; unknown requests are ignored.
                     break;
             }
+        }
+
+        if (!Allowed(name))
+        {
+            WriteRefused(option, name);
+            return null;
         }
 
         var volume = await _catalog.FindExportAsync(name, ct);
@@ -337,6 +445,12 @@ internal sealed class NbdHandshake
         if (!TryParseMetaContextRequest(data, out var exportName, out var queries))
         {
             WriteError(option, OptionReplyType.ErrInvalid, "malformed meta context request");
+            return;
+        }
+
+        if (!Allowed(exportName))
+        {
+            WriteRefused(option, exportName);
             return;
         }
 

@@ -1,3 +1,4 @@
+using System.Net.Security;
 using Converge.Common;
 
 namespace Converge.Nbd;
@@ -11,8 +12,30 @@ public sealed class NbdServerOptions
     /// </summary>
     public int MaxRequestBytes { get; init; } = BlockGeometry.MaxRequestBytes;
 
-    /// <summary>Time a client has to finish option haggling before the connection is dropped.</summary>
-    public TimeSpan HandshakeTimeout { get; init; } = TimeSpan.FromSeconds(30);
+    /// <summary>
+    /// Time a client has to finish option haggling, including a TLS handshake, before the connection is dropped (each
+    /// connection has its own session task, so a slow handshake holds only its own connection).
+    /// </summary>
+    public TimeSpan HandshakeTimeout { get; init; } = TimeSpan.FromSeconds(10);
+
+    /// <summary>
+    /// A connection in the transmission phase that receives nothing for this long is closed (between 1 and 1.25 times
+    /// this). Infinite (the default): never; NBD clients such as the kernel's keep idle connections for hours.
+    /// </summary>
+    public TimeSpan IdleTimeout { get; init; } = Timeout.InfiniteTimeSpan;
+
+    /// <summary>NBD_OPT_STARTTLS: off, offered (on) or required before any other option (require).</summary>
+    public NbdTlsMode TlsMode { get; init; } = NbdTlsMode.Off;
+
+    /// <summary>
+    /// The server certificate and client-certificate policy for STARTTLS (see <c>TlsCredentials.ServerOptions</c>);
+    /// required unless <see cref="TlsMode"/> is off. With <c>ClientCertificateRequired</c>, a client's certificate
+    /// subject CN becomes its identity for <see cref="Authorizer"/>.
+    /// </summary>
+    public SslServerAuthenticationOptions? Tls { get; init; }
+
+    /// <summary>Per-export access lists by client identity; null: every client the TLS mode admits may use every export.</summary>
+    public INbdExportAuthorizer? Authorizer { get; init; }
 
     public TimeProvider Time { get; init; } = TimeProvider.System;
 
@@ -54,6 +77,16 @@ public sealed class NbdServerOptions
         {
             throw new ArgumentException(
                 $"NBD MaxInFlightBytes is {MaxInFlightBytes}; it must be at least MaxRequestBytes ({MaxRequestBytes})");
+        }
+
+        if (IdleTimeout <= TimeSpan.Zero && IdleTimeout != Timeout.InfiniteTimeSpan)
+        {
+            throw new ArgumentException($"NBD IdleTimeout is {IdleTimeout}; it must be positive (or infinite)");
+        }
+
+        if (TlsMode != NbdTlsMode.Off && Tls is null)
+        {
+            throw new ArgumentException($"NBD TLS mode '{TlsMode.ToString().ToLowerInvariant()}' needs a server certificate");
         }
 
         ArgumentNullException.ThrowIfNull(Time);

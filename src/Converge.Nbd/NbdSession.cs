@@ -36,7 +36,13 @@ public static class NbdSession
             }
 
             Log.ExportAttached(logger, export.ExportName, export.Size, (ushort)export.Flags, export.StructuredReplies, export.BaseAllocation);
-            await new NbdTransmission(connection, export, options, logger).RunAsync(cancellationToken);
+            using (WatchIdle(connection, options, logger))
+            {
+                await new NbdTransmission(connection, export, options, logger).RunAsync(cancellationToken);
+            }
+
+            // Spec (NBD_CMD_DISC): close the TLS session, then the TCP connection.
+            await connection.Transport.CloseTlsAsync(TimeSpan.FromSeconds(1));
         }
         catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
         {
@@ -55,5 +61,42 @@ public static class NbdSession
         {
             NbdMetrics.ConnectionClosed();
         }
+    }
+
+    /// <summary>
+    /// Closes a transmission-phase connection that received nothing for <see cref="NbdServerOptions.IdleTimeout"/>.
+    /// The reader only counts its receives; a timer at a quarter of the timeout compares the count, so the data path
+    /// reads no clock.
+    /// </summary>
+    private static ITimer? WatchIdle(NbdConnection connection, NbdServerOptions options, ILogger logger)
+    {
+        if (options.IdleTimeout == Timeout.InfiniteTimeSpan)
+        {
+            return null;
+        }
+
+        var period = options.IdleTimeout / 4;
+        var last = connection.Receives;
+        var quiet = 0;
+        return options.Time.CreateTimer(
+            _ =>
+            {
+                var now = connection.Receives;
+                if (now != last)
+                {
+                    last = now;
+                    quiet = 0;
+                    return;
+                }
+
+                if (++quiet == 4)
+                {
+                    Log.IdleTimedOut(logger, options.IdleTimeout);
+                    connection.Shutdown();
+                }
+            },
+            null,
+            period,
+            period);
     }
 }

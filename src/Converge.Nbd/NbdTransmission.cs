@@ -653,7 +653,7 @@ internal sealed class NbdTransmission
             {
                 await SendBatchAsync(batch);
             }
-            catch (Exception ex) when (ex is SocketException or ObjectDisposedException)
+            catch (Exception ex) when (ex is SocketException or IOException or ObjectDisposedException)
             {
                 Log.ReplyFailed(_logger, ex, "reply batch");
                 failed = true;
@@ -738,19 +738,7 @@ internal sealed class NbdTransmission
 
             _sendPair[0] = new ArraySegment<byte>(send, 0, used);
             _sendPair[1] = new ArraySegment<byte>(reply.Payload!, 0, data);
-            var sent = await _connection.Socket.SendAsync(_sendPair, SocketFlags.None);
-            if (sent < used + data)
-            {
-                // A short gather send: finish it piece by piece.
-                if (sent < used)
-                {
-                    await _connection.SendAllAsync(send.AsMemory(sent, used - sent), CancellationToken.None);
-                    sent = used;
-                }
-
-                await _connection.SendAllAsync(reply.Payload.AsMemory(sent - used, data - (sent - used)), CancellationToken.None);
-            }
-
+            await _connection.Transport.SendPairAsync(_sendPair, CancellationToken.None);
             _sendPair[0] = _sendPair[1] = default;
             used = 0;
         }

@@ -63,8 +63,8 @@ public sealed class BadInputTests : IClassFixture<NbdTestServer>
         await client.SendOptionAsync(0x1234, [1, 2, 3]);
         var reply = await client.ReadOptionReplyAsync();
         Assert.Equal((0x1234u, 0x8000_0001u), (reply.Option, reply.Type));
-        await client.SendOptionAsync(5, []); // STARTTLS: not offered
-        Assert.Equal(0x8000_0001u, (await client.ReadOptionReplyAsync()).Type);
+        await client.SendOptionAsync(5, []); // STARTTLS: TLS is off on this server, so refused by policy (spec, NOTLS)
+        Assert.Equal(0x8000_0002u, (await client.ReadOptionReplyAsync()).Type);
         await client.SendOptionAsync(7, RawNbdClient.InfoRequest(export));
         Assert.Equal(1u, (await client.ReadOptionRepliesAsync())[^1].Type);
         await client.SendRequestAsync(0, 0, 9, 0, 16);

@@ -34,6 +34,9 @@ public sealed class HostProcess : IAsyncDisposable
 
     public string DataDir { get; }
 
+    /// <summary>More <c>host run</c> options, given at every start.</summary>
+    public IReadOnlyList<string> ExtraArguments { get; private init; } = [];
+
     public IReadOnlyList<DiskSpec> InitialDisks { get; }
 
     public string? Name { get; }
@@ -67,11 +70,16 @@ public sealed class HostProcess : IAsyncDisposable
     public static Task<HostProcess> StartAsync(string dataDir, string diskSize = "1GiB", CancellationToken cancellationToken = default) =>
         StartAsync(dataDir, [new DiskSpec(System.IO.Path.Combine(dataDir, "d1.img"), diskSize)], name: null, cancellationToken);
 
+    public static Task<HostProcess> StartAsync(
+        string dataDir, IReadOnlyList<DiskSpec> disks, string? name = null, CancellationToken cancellationToken = default) =>
+        StartAsync(dataDir, disks, name, [], cancellationToken);
+
+    /// <summary>Starts a host with more <c>host run</c> options (<paramref name="extraArguments"/>, given at every start).</summary>
     public static async Task<HostProcess> StartAsync(
-        string dataDir, IReadOnlyList<DiskSpec> disks, string? name = null, CancellationToken cancellationToken = default)
+        string dataDir, IReadOnlyList<DiskSpec> disks, string? name, IReadOnlyList<string> extraArguments, CancellationToken cancellationToken = default)
     {
         Directory.CreateDirectory(dataDir);
-        var host = new HostProcess(dataDir, disks, name);
+        var host = new HostProcess(dataDir, disks, name) { ExtraArguments = extraArguments };
         try
         {
             host.Launch(includeDisks: true);
@@ -268,6 +276,7 @@ public sealed class HostProcess : IAsyncDisposable
         }
 
         args.AddRange(["--nbd-listen", NbdEndpoint, "--api-listen", $"127.0.0.1:{ApiPort}"]);
+        args.AddRange(ExtraArguments);
 
         starts++;
         process = ConvergeLauncher.Start(DataDir, LogPath, args, starts);

@@ -1,8 +1,11 @@
 using System.Collections.Concurrent;
 using System.Net;
+using System.Net.Security;
 using System.Net.Sockets;
+using System.Security.Authentication;
 using System.Threading.Tasks.Sources;
 using Converge.Common;
+using Converge.Common.Transport;
 
 namespace Converge.Coordinator.Peer;
 
@@ -18,6 +21,7 @@ public sealed class PeerClient : IAsyncDisposable
 
     private readonly EndPoint _endPoint;
     private readonly TimeSpan _connectTimeout;
+    private readonly SslClientAuthenticationOptions? _tls;
     private readonly SemaphoreSlim _connectLock = new(1, 1);
     private readonly SemaphoreSlim _writeLock = new(1, 1);
     private readonly ConcurrentDictionary<ulong, PendingRequest> _pending = new();
@@ -26,10 +30,16 @@ public sealed class PeerClient : IAsyncDisposable
     private Connection? _connection;
     private long _nextId;
 
-    public PeerClient(EndPoint endPoint, TimeSpan? connectTimeout = null)
+    /// <param name="tls">
+    /// Mutual TLS: the client certificate, the server's expected name (<c>TargetHost</c>) and the chain policy or
+    /// validation callback, supplied by the caller; each connection completes its handshake (within the connect
+    /// timeout) before its first request. Null: plain TCP.
+    /// </param>
+    public PeerClient(EndPoint endPoint, TimeSpan? connectTimeout = null, SslClientAuthenticationOptions? tls = null)
     {
         _endPoint = endPoint;
         _connectTimeout = connectTimeout ?? TimeSpan.FromSeconds(2);
+        _tls = tls;
     }
 
     public EndPoint EndPoint => _endPoint;
@@ -76,7 +86,7 @@ public sealed class PeerClient : IAsyncDisposable
                     }
                 }
             }
-            catch (Exception ex) when (ex is SocketException or ObjectDisposedException)
+            catch (Exception ex) when (ex is SocketException or IOException or ObjectDisposedException)
             {
                 Fail(connection, ex.Message);
                 throw Unavailable(ex.Message, ex);
@@ -145,7 +155,27 @@ public sealed class PeerClient : IAsyncDisposable
                 throw Unavailable($"cannot connect: {ex.Message}", ex);
             }
 
-            var connection = new Connection(socket);
+            var transport = new SocketTransport(socket);
+            if (_tls is not null)
+            {
+                try
+                {
+                    await transport.AuthenticateAsClientAsync(_tls, _connectTimeout, TimeProvider.System, timeout.Token);
+                }
+                catch (Exception ex) when (ex is AuthenticationException or IOException or SocketException or TimeoutException
+                    or OperationCanceledException && !cancellationToken.IsCancellationRequested)
+                {
+                    transport.Dispose();
+                    throw Unavailable($"TLS handshake failed: {ex.Message}", ex);
+                }
+                catch
+                {
+                    transport.Dispose();
+                    throw;
+                }
+            }
+
+            var connection = new Connection(transport);
             connection.ReadLoop = Task.Run(() => ReadLoopAsync(connection), CancellationToken.None);
             Volatile.Write(ref _connection, connection);
             return connection;
@@ -162,7 +192,7 @@ public sealed class PeerClient : IAsyncDisposable
     /// </summary>
     private async Task ReadLoopAsync(Connection connection)
     {
-        var socket = connection.Socket;
+        var transport = connection.Transport;
         var buffer = connection.ReceiveBuffer;
         int start = 0, end = 0;
         var reason = "connection closed by peer";
@@ -179,7 +209,7 @@ public sealed class PeerClient : IAsyncDisposable
                         start = 0;
                     }
 
-                    var n = await socket.ReceiveAsync(buffer.AsMemory(end), SocketFlags.None, _disposed.Token);
+                    var n = await transport.ReceiveAsync(buffer.AsMemory(end), _disposed.Token);
                     if (n == 0)
                     {
                         return;
@@ -210,7 +240,7 @@ public sealed class PeerClient : IAsyncDisposable
                     }
 
                     start = end = 0;
-                    var n = await socket.ReceiveAsync(buffer.AsMemory(0, Math.Min(buffer.Length, Math.Max(header.Length - copied, PeerReplyHeader.Size))), SocketFlags.None, _disposed.Token);
+                    var n = await transport.ReceiveAsync(buffer.AsMemory(0, Math.Min(buffer.Length, Math.Max(header.Length - copied, PeerReplyHeader.Size))), _disposed.Token);
                     if (n == 0)
                     {
                         return;
@@ -228,7 +258,7 @@ public sealed class PeerClient : IAsyncDisposable
                 pending?.Finish(header.RequestId, copied);
             }
         }
-        catch (Exception ex) when (ex is SocketException or OperationCanceledException or ObjectDisposedException)
+        catch (Exception ex) when (ex is SocketException or IOException or OperationCanceledException or ObjectDisposedException)
         {
             reason = ex.Message;
         }
@@ -272,14 +302,14 @@ public sealed class PeerClient : IAsyncDisposable
         _writeLock.Dispose();
     }
 
-    private sealed class Connection(Socket socket) : IDisposable
+    private sealed class Connection(SocketTransport transport) : IDisposable
     {
         /// <summary>Small payloads go out in one send with their header; larger ones follow it in a second send.</summary>
         private const int CoalesceBytes = 64 * 1024;
         private readonly byte[] _send = new byte[PeerRequestHeader.Size + CoalesceBytes];
         private int _failed;
 
-        public Socket Socket { get; } = socket;
+        public SocketTransport Transport { get; } = transport;
 
         public byte[] ReceiveBuffer { get; } = new byte[256 * 1024];
 
@@ -302,16 +332,9 @@ public sealed class PeerClient : IAsyncDisposable
             }
         }
 
-        public void Dispose() => Socket.Dispose();
+        public void Dispose() => Transport.Dispose();
 
-        private async ValueTask SendAllAsync(ReadOnlyMemory<byte> data)
-        {
-            while (!data.IsEmpty)
-            {
-                var n = await Socket.SendAsync(data, SocketFlags.None);
-                data = data[n..];
-            }
-        }
+        private ValueTask SendAllAsync(ReadOnlyMemory<byte> data) => Transport.SendAllAsync(data, CancellationToken.None);
     }
 
     /// <summary>

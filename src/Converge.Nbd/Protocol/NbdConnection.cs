@@ -1,6 +1,7 @@
 using System.Buffers;
 using System.Net.Sockets;
 using System.Runtime.CompilerServices;
+using Converge.Common.Transport;
 
 namespace Converge.Nbd.Protocol;
 
@@ -23,14 +24,19 @@ internal sealed class NbdConnection : IDisposable
 
     private byte[]? _receive = ArrayPool<byte>.Shared.Rent(ReceiveBufferSize);
     private bool _lastPayloadLarge;
+    private int _receives;
     private ArrayBufferWriter<byte>? _output;
 
     public NbdConnection(Socket socket)
     {
-        Socket = socket;
+        Transport = new SocketTransport(socket);
     }
 
-    public Socket Socket { get; }
+    /// <summary>The socket, or TLS over it after NBD_OPT_STARTTLS.</summary>
+    public SocketTransport Transport { get; }
+
+    /// <summary>Receives completed so far (the idle watch compares counts instead of reading a clock per receive).</summary>
+    public int Receives => Volatile.Read(ref _receives);
 
     /// <summary>The receive buffer; unparsed bytes are <c>[Start, End)</c>.</summary>
     public byte[] Buffer => _receive ?? throw new ObjectDisposedException(nameof(NbdConnection));
@@ -82,7 +88,8 @@ internal sealed class NbdConnection : IDisposable
             room = Math.Min(room, Math.Max(needed, ReceiveAfterLargePayload));
         }
 
-        var n = await Socket.ReceiveAsync(buffer.AsMemory(End, room), SocketFlags.None, cancellationToken);
+        var n = await Transport.ReceiveAsync(buffer.AsMemory(End, room), cancellationToken);
+        _receives++;
         End += n;
         return n;
     }
@@ -119,7 +126,8 @@ internal sealed class NbdConnection : IDisposable
         _lastPayloadLarge = true;
         while (!destination.IsEmpty)
         {
-            var n = await Socket.ReceiveAsync(destination, SocketFlags.None, cancellationToken);
+            var n = await Transport.ReceiveAsync(destination, cancellationToken);
+            _receives++;
             if (n == 0)
             {
                 return false;
@@ -151,33 +159,16 @@ internal sealed class NbdConnection : IDisposable
         }
     }
 
-    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
-    public async ValueTask SendAllAsync(ReadOnlyMemory<byte> data, CancellationToken cancellationToken)
-    {
-        while (!data.IsEmpty)
-        {
-            var n = await Socket.SendAsync(data, SocketFlags.None, cancellationToken);
-            data = data[n..];
-        }
-    }
+    public ValueTask SendAllAsync(ReadOnlyMemory<byte> data, CancellationToken cancellationToken) => Transport.SendAllAsync(data, cancellationToken);
 
     /// <summary>Shuts both directions down (FIN after whatever was sent; a blocked receive returns 0). Never throws.</summary>
-    public void Shutdown()
-    {
-        try
-        {
-            Socket.Shutdown(SocketShutdown.Both);
-        }
-        catch (Exception ex) when (ex is SocketException or ObjectDisposedException)
-        {
-        }
-    }
+    public void Shutdown() => Transport.Shutdown();
 
     /// <summary>Closes the socket and returns the receive buffer; call once, after every reader and sender has stopped.</summary>
     public void Dispose()
     {
         Shutdown();
-        Socket.Dispose();
+        Transport.Dispose();
         var buffer = _receive;
         _receive = null;
         if (buffer is not null)
