@@ -27,13 +27,18 @@ namespace Converge.Metadata;
 [JsonDerivedType(typeof(CompleteMove), "completeMove")]
 [JsonDerivedType(typeof(CancelMove), "cancelMove")]
 [JsonDerivedType(typeof(SetRebalance), "setRebalance")]
+[JsonDerivedType(typeof(CreateJoinToken), "createJoinToken")]
+[JsonDerivedType(typeof(ConsumeJoinToken), "consumeJoinToken")]
+[JsonDerivedType(typeof(RecordCertificate), "recordCertificate")]
+[JsonDerivedType(typeof(RevokeHostCertificates), "revokeHostCertificates")]
 public abstract record MetadataCommand(Guid CommandId);
 
 /// <summary>Creates the cluster record and its default policy. Accepted once.</summary>
 /// <param name="AdminTokenHash">SHA-256 (hex) of the admin bearer token, see <see cref="ClusterInfo.AdminTokenHash"/>.</param>
+/// <param name="CaCertificatePem">The founder's cluster CA certificate (public); <paramref name="CaFingerprint"/> its SHA-256.</param>
 public sealed record InitializeCluster(
     Guid CommandId, string ClusterId, string Name, DateTimeOffset CreatedAt, StoragePolicy DefaultPolicy, int VoterTarget,
-    string? AdminTokenHash = null)
+    string? AdminTokenHash = null, string? CaCertificatePem = null, string? CaFingerprint = null)
     : MetadataCommand(CommandId);
 
 public sealed record RegisterHost(

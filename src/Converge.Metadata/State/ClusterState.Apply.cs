@@ -46,6 +46,10 @@ public sealed partial record ClusterState
             CompleteMove c => ApplyCompleteMove(c),
             CancelMove c => ApplyCancelMove(c),
             SetRebalance c => ApplySetRebalance(c),
+            CreateJoinToken c => ApplyCreateJoinToken(c),
+            ConsumeJoinToken c => ApplyConsumeJoinToken(c),
+            RecordCertificate c => ApplyRecordCertificate(c),
+            RevokeHostCertificates c => ApplyRevokeHostCertificates(c),
             _ => Refuse($"unknown command {command.GetType().Name}"),
         };
 
@@ -95,7 +99,7 @@ public sealed partial record ClusterState
 
         return (this with
         {
-            Cluster = new ClusterInfo(c.ClusterId, c.Name, c.CreatedAt, c.DefaultPolicy.Name, c.VoterTarget, c.AdminTokenHash),
+            Cluster = new ClusterInfo(c.ClusterId, c.Name, c.CreatedAt, c.DefaultPolicy.Name, c.VoterTarget, c.AdminTokenHash, c.CaCertificatePem, c.CaFingerprint),
             Policies = Policies.SetItem(c.DefaultPolicy.Name, c.DefaultPolicy),
         }, CommandResult.Ok());
     }
