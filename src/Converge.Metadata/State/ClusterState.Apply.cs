@@ -183,7 +183,11 @@ public sealed partial record ClusterState
             return Refuse($"host '{host.Name}' would be a voter without a Raft endpoint");
         }
 
-        return (this with { Hosts = Hosts.SetItem(c.HostId, updated) }, CommandResult.Ok());
+        // A decommissioned host's certificates are revoked in the same step: it can no longer reach any cluster port.
+        var next = this with { Hosts = Hosts.SetItem(c.HostId, updated) };
+        return (updated.State == HostState.Decommissioned && host.State != HostState.Decommissioned
+            ? next.RevokeCertificatesOf(c.HostId, DateTimeOffset.UnixEpoch, "decommissioned")
+            : next, CommandResult.Ok());
     }
 
     private (ClusterState, CommandResult) ApplyRegisterDisk(RegisterDisk c)

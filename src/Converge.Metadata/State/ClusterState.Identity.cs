@@ -65,14 +65,19 @@ public sealed partial record ClusterState
             ? Refuse($"certificate serial {c.CertificateSerial} was issued before")
             : (this with { Certificates = Certificates.Add(c.CertificateSerial, new IssuedCertificate(c.CertificateSerial, c.HostId, c.HostName, c.IssuedAt)) }, CommandResult.Ok());
 
-    private (ClusterState, CommandResult) ApplyRevokeHostCertificates(RevokeHostCertificates c)
+    private (ClusterState, CommandResult) ApplyRevokeHostCertificates(RevokeHostCertificates c) =>
+        Certificates.Values.Any(x => x.HostId == c.HostId)
+            ? (RevokeCertificatesOf(c.HostId, c.At, c.Reason), CommandResult.Ok())
+            : Refuse($"no certificate was issued to host {c.HostId}");
+
+    private ClusterState RevokeCertificatesOf(string hostId, DateTimeOffset at, string reason)
     {
         var certificates = Certificates;
-        foreach (var certificate in Certificates.Values.Where(x => x.HostId == c.HostId && x.RevokedAt is null))
+        foreach (var certificate in Certificates.Values.Where(x => x.HostId == hostId && x.RevokedAt is null))
         {
-            certificates = certificates.SetItem(certificate.Serial, certificate with { RevokedAt = c.At, RevokedReason = c.Reason });
+            certificates = certificates.SetItem(certificate.Serial, certificate with { RevokedAt = at, RevokedReason = reason });
         }
 
-        return (this with { Certificates = certificates }, CommandResult.Ok());
+        return this with { Certificates = certificates };
     }
 }
