@@ -142,7 +142,7 @@ public static class FaultKit
             var digests = new List<string>();
             foreach (var (component, host) in piece)
             {
-                var digest = await host.Api.GetComponentDigestAsync(component.Id);
+                var digest = await host.RpcApi.GetComponentDigestAsync(component.Id);
                 Assert.Equal(component.Length, digest.SizeBytes);
                 digests.Add($"{host.Name}:{digest.Sha256}");
             }

@@ -139,7 +139,7 @@ public sealed class RebuildTests
             {
                 try
                 {
-                    await lostHost.Api.GetComponentDigestAsync(lost.Id);
+                    await lostHost.RpcApi.GetComponentDigestAsync(lost.Id);
                     return false;
                 }
                 catch (ConvergeApiException e) when (e.Message.Contains("not on this host", StringComparison.Ordinal))
