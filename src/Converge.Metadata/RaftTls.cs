@@ -1,4 +1,5 @@
 using System.Net.Security;
+using System.Security.Authentication;
 using System.Security.Cryptography.X509Certificates;
 using DotNext.Net.Security;
 
@@ -10,6 +11,13 @@ public sealed record RaftTls(X509Certificate2 Certificate, RemoteCertificateVali
     internal SslOptions ToSslOptions()
     {
         var ssl = new SslOptions();
+
+        // TLS 1.2 (ECDHE-ECDSA with AEAD ciphers): over TLS 1.3, DotNext 6.12's transport committed only at heartbeat
+        // pace, a median of 160 ms per command against 7 ms over TLS 1.2 and 5 ms without TLS (3 hosts, 300
+        // sequential policy updates on the leader).
+        ssl.ServerOptions.EnabledSslProtocols = SslProtocols.Tls12;
+        ssl.ClientOptions.EnabledSslProtocols = SslProtocols.Tls12;
+
         ssl.ServerOptions.ServerCertificate = Certificate;
         ssl.ServerOptions.ClientCertificateRequired = true;
         ssl.ServerOptions.RemoteCertificateValidationCallback = Validate;
