@@ -28,17 +28,18 @@ internal static class ClusterCommands
         var apiPort = new Option<int>("--api-port") { Description = "API port of the first host (next hosts: +1 each)", DefaultValueFactory = _ => 7480 };
         var peerPort = new Option<int>("--peer-port") { Description = "Cluster mode: peer port of the first host (next hosts: +1 each)", DefaultValueFactory = _ => 7500 };
         var raftPort = new Option<int>("--raft-port") { Description = "Cluster mode: Raft port of the first host (next hosts: +1 each)", DefaultValueFactory = _ => 7600 };
+        var rpcPort = new Option<int>("--rpc-port") { Description = "Cluster mode: host RPC port (mutual TLS) of the first host (next hosts: +1 each)", DefaultValueFactory = _ => 7700 };
         var diskSize = new Option<string>("--disk-size") { Description = $"Size of each of the {DisksPerHost} disk files per host (thin: sparse files)", DefaultValueFactory = _ => "8GiB" };
         var demoSize = new Option<string>("--demo-size") { Description = $"Size of the '{DemoName}' virtual disk created if absent", DefaultValueFactory = _ => "1GiB" };
         var up = new Command("up", "Start a local Converge (detached), create virtual disk 'demo' and print how to use it")
         {
-            data, hosts, standalone, nbdPort, apiPort, peerPort, raftPort, diskSize, demoSize,
+            data, hosts, standalone, nbdPort, apiPort, peerPort, raftPort, rpcPort, diskSize, demoSize,
         };
         up.SetAction((pr, ct) => Guarded.RunAsync(() => UpAsync(
             Path.GetFullPath(pr.GetRequiredValue(data)),
             pr.GetValue(hosts),
             pr.GetValue(standalone),
-            new Ports(pr.GetValue(nbdPort), pr.GetValue(apiPort), pr.GetValue(peerPort), pr.GetValue(raftPort)),
+            new Ports(pr.GetValue(nbdPort), pr.GetValue(apiPort), pr.GetValue(peerPort), pr.GetValue(raftPort), pr.GetValue(rpcPort)),
             pr.GetRequiredValue(diskSize),
             pr.GetRequiredValue(demoSize),
             ct)));
@@ -102,7 +103,7 @@ internal static class ClusterCommands
         File.Move(temp, path, overwrite: true);
     }
 
-    private sealed record Ports(int Nbd, int Api, int Peer, int Raft);
+    private sealed record Ports(int Nbd, int Api, int Peer, int Raft, int Rpc);
 
     private static async Task<int> UpAsync(
         string dataDirectory, int hostCount, bool standalone, Ports ports, string diskSizeText, string demoSizeText, CancellationToken cancellationToken)
@@ -115,7 +116,7 @@ internal static class ClusterCommands
 
         var portOptions = standalone
             ? new[] { (nbdPort, "--nbd-port"), (apiPort, "--api-port") }
-            : [(nbdPort, "--nbd-port"), (apiPort, "--api-port"), (ports.Peer, "--peer-port"), (ports.Raft, "--raft-port")];
+            : [(nbdPort, "--nbd-port"), (apiPort, "--api-port"), (ports.Peer, "--peer-port"), (ports.Raft, "--raft-port"), (ports.Rpc, "--rpc-port")];
         foreach (var (port, option) in portOptions)
         {
             if (port < 1 || port + hostCount - 1 > 65535)
@@ -188,6 +189,7 @@ internal static class ClusterCommands
                 var index = HostIndex(entry);
                 CheckPortFree($"127.0.0.1:{(ports.Peer + index).ToString(CultureInfo.InvariantCulture)}", $"peer port of {entry.Name}", "--peer-port");
                 CheckPortFree($"127.0.0.1:{(ports.Raft + index).ToString(CultureInfo.InvariantCulture)}", $"Raft port of {entry.Name}", "--raft-port");
+                CheckPortFree($"127.0.0.1:{(ports.Rpc + index).ToString(CultureInfo.InvariantCulture)}", $"RPC port of {entry.Name}", "--rpc-port");
             }
         }
 
@@ -241,10 +243,25 @@ internal static class ClusterCommands
                 [
                     "--peer-listen", $"127.0.0.1:{(ports.Peer + index).ToString(CultureInfo.InvariantCulture)}",
                     "--raft-listen", $"127.0.0.1:{(ports.Raft + index).ToString(CultureInfo.InvariantCulture)}",
+                    "--rpc-listen", $"127.0.0.1:{(ports.Rpc + index).ToString(CultureInfo.InvariantCulture)}",
                 ]);
                 if (entry.Name != entries[0].Name && !File.Exists(Path.Combine(entry.Data, "membership.json")))
                 {
-                    arguments.AddRange(["--join", entries[0].Api]);
+                    // A host joins only with a join token: made here through h1's API with the admin token, one per host.
+                    if (started.TryGetValue(entries[0].Name, out var h1) && !started.ContainsKey("founded"))
+                    {
+                        await WaitReadyAsync(entries[0], h1.Pid, h1.Log, h1.LogOffset, cancellationToken).ConfigureAwait(false);
+                        started["founded"] = (0, string.Empty, 0);
+                    }
+
+                    using var http = CliCommands.NewHttpClient(new Uri(entries[0].Api));
+                    var joinToken = await new ConvergeApiClient(http, Tokens.TryRead(Path.Combine(entries[0].Data, Tokens.FileName)) ?? token)
+                        .CreateJoinTokenAsync("10m", cancellationToken).ConfigureAwait(false);
+                    arguments.AddRange(
+                    [
+                        "--join", $"https://127.0.0.1:{(ports.Rpc + HostIndex(entries[0])).ToString(CultureInfo.InvariantCulture)}",
+                        "--join-token", joinToken.Token,
+                    ]);
                 }
             }
 

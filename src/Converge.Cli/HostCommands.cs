@@ -29,7 +29,9 @@ internal static class HostCommands
 
         var peer = new Option<string?>("--peer-listen") { Description = "Cluster mode: host-to-host data port (component and proxied I/O)" };
         var raft = new Option<string?>("--raft-listen") { Description = "Cluster mode (given ⇒ cluster mode): Raft listener of the metadata service" };
-        var join = new Option<string?>("--join") { Description = "Cluster mode, first start: API URL of a cluster member to join (e.g. http://127.0.0.1:7480)" };
+        var rpc = new Option<string?>("--rpc-listen") { Description = "Cluster mode: host-to-host RPC listener (HTTPS, mutual TLS with cluster certificates)" };
+        var join = new Option<string?>("--join") { Description = "Cluster mode, first start: RPC URL of a cluster member to join (e.g. https://127.0.0.1:7700); needs --join-token" };
+        var joinToken = new Option<string?>("--join-token") { Description = "Cluster mode, with --join: a single-use token from 'converge cluster join-token create'" };
         var faultDomain = new Option<string?>("--fault-domain") { Description = "Cluster mode: fault domain (default: the host is its own)" };
         var voters = new Option<int>("--voters")
         {
@@ -101,7 +103,7 @@ internal static class HostCommands
 
         var run = new Command("run", "Run the host daemon in the foreground (logs to stdout; SIGTERM/SIGINT stop it cleanly)")
         {
-            data, disks, name, nbd, api, peer, raft, join, faultDomain, voters, heartbeat, replicaTimeout, resyncBandwidth, idleResyncBandwidth, repairDelay, scrubRate, orphanGrace, faultInjection,
+            data, disks, name, nbd, api, peer, raft, rpc, join, joinToken, faultDomain, voters, heartbeat, replicaTimeout, resyncBandwidth, idleResyncBandwidth, repairDelay, scrubRate, orphanGrace, faultInjection,
             apiTlsCert, apiTlsKey, apiAnonymousRead, apiAllowedHost,
             nbdTls, nbdTlsCert, nbdTlsKey, nbdTlsCa, nbdAllow,
         };
@@ -119,7 +121,9 @@ internal static class HostCommands
                     ApiEndPoint = HostOptions.ParseEndPoint(pr.GetRequiredValue(api), "--api-listen"),
                     PeerEndPoint = pr.GetValue(peer) is { } p ? HostOptions.ParseEndPoint(p, "--peer-listen") : null,
                     RaftEndPoint = pr.GetValue(raft) is { } r ? HostOptions.ParseEndPoint(r, "--raft-listen") : null,
+                    RpcEndPoint = pr.GetValue(rpc) is { } rp ? HostOptions.ParseEndPoint(rp, "--rpc-listen") : null,
                     JoinUrl = pr.GetValue(join) is { } j ? ParseJoin(j) : null,
+                    JoinToken = pr.GetValue(joinToken),
                     FaultDomain = pr.GetValue(faultDomain),
                     VoterTarget = pr.GetValue(voters),
                     HeartbeatTimeout = HostOptions.ParseDuration(pr.GetRequiredValue(heartbeat), "--heartbeat-timeout"),
@@ -156,6 +160,7 @@ internal static class HostCommands
         var host = new Command("host", "The host daemon, and the hosts of a cluster");
         host.Subcommands.Add(run);
         host.Subcommands.Add(CliCommands.BuildHostList());
+        host.Subcommands.Add(IdentityCommands.HostRevoke());
         foreach (var command in ManagementCommands.HostSubcommands())
         {
             host.Subcommands.Add(command);
@@ -171,9 +176,9 @@ internal static class HostCommands
 
     private static Uri ParseJoin(string text)
     {
-        var value = text.Contains("://", StringComparison.Ordinal) ? text : "http://" + text;
-        return Uri.TryCreate(value, UriKind.Absolute, out var uri) && uri.Scheme == Uri.UriSchemeHttp
+        var value = text.Contains("://", StringComparison.Ordinal) ? text : "https://" + text;
+        return Uri.TryCreate(value, UriKind.Absolute, out var uri) && uri.Scheme == Uri.UriSchemeHttps
             ? uri
-            : throw new HostOptionsException($"--join '{text}' is not an http:// URL of a member's API such as http://127.0.0.1:7480");
+            : throw new HostOptionsException($"--join '{text}' is not an https:// URL of a member's RPC listener (--rpc-listen) such as https://127.0.0.1:7700");
     }
 }

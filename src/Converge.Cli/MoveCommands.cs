@@ -110,6 +110,7 @@ internal static class MoveCommands
             return ExitCodes.Ok;
         });
         cluster.Subcommands.Add(rebalance);
+        cluster.Subcommands.Add(IdentityCommands.JoinToken());
         return cluster;
     }
 

@@ -109,11 +109,20 @@ public static class ConvergeHost
                     l.UseHttps(apiCertificate!);
                 }
             });
+            if (options.IsCluster)
+            {
+                RpcEndpoints.Listen(k, options);
+            }
         });
 
         await using var app = builder.Build();
         var logger = app.Services.GetRequiredService<ILoggerFactory>().CreateLogger(LogCategory);
         var runtime = app.Services.GetRequiredService<HostRuntime>();
+        if (options.IsCluster)
+        {
+            RpcEndpoints.Use(app, options);
+        }
+
         ManagementApi.Map(app);
 
         FileStream? lockFile = null;
@@ -151,8 +160,8 @@ public static class ConvergeHost
                         cluster is null
                             ? $"cannot listen (NBD on {options.NbdEndPoint}, API on {options.ApiEndPoint}): {e.Message} " +
                               "Is another host or NBD server using the port? Pick others with --nbd-listen/--api-listen."
-                            : $"cannot listen (NBD on {options.NbdEndPoint}, API on {options.ApiEndPoint}, peer on {options.PeerEndPoint}): {e.Message} " +
-                              "Is another host using the port? Pick others with --nbd-listen/--api-listen/--peer-listen.",
+                            : $"cannot listen (NBD on {options.NbdEndPoint}, API on {options.ApiEndPoint}, peer on {options.PeerEndPoint}, RPC on {options.RpcEndPoint}): {e.Message} " +
+                              "Is another host using the port? Pick others with --nbd-listen/--api-listen/--peer-listen/--rpc-listen.",
                         e);
                 }
 

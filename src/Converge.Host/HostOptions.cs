@@ -31,8 +31,14 @@ public sealed record HostOptions
     /// <summary>Cluster mode: the host-to-host data port (component I/O, proxied object I/O, disk stats).</summary>
     public IPEndPoint? PeerEndPoint { get; init; }
 
-    /// <summary>Cluster mode: API URL of a member to join through (first start only; ignored once joined).</summary>
+    /// <summary>Cluster mode: RPC URL (<c>https://ADDR:RPCPORT</c>) of a member to join through (first start only; ignored once joined).</summary>
     public Uri? JoinUrl { get; init; }
+
+    /// <summary>Cluster mode, with <see cref="JoinUrl"/>: the single-use join token (<c>converge cluster join-token create</c>).</summary>
+    public string? JoinToken { get; init; }
+
+    /// <summary>Cluster mode: the host-to-host RPC listener (<c>/internal/v1</c>, HTTPS with mutual TLS on cluster certificates).</summary>
+    public IPEndPoint? RpcEndPoint { get; init; }
 
     /// <summary>Cluster mode: fault domain name (default: the host is its own fault domain).</summary>
     public string? FaultDomain { get; init; }
@@ -213,10 +219,24 @@ public sealed record HostOptions
                 problems.Add("cluster mode (--raft-listen) also needs --peer-listen");
             }
 
-            var all = new[] { NbdEndPoint, ApiEndPoint, PeerEndPoint, RaftEndPoint }.Where(e => e is not null).ToList();
+            if (RpcEndPoint is null)
+            {
+                problems.Add("cluster mode (--raft-listen) also needs --rpc-listen (host-to-host RPC over mutual TLS)");
+            }
+
+            if (JoinUrl is not null && string.IsNullOrWhiteSpace(JoinToken))
+            {
+                problems.Add("--join needs --join-token: a host joins only with a token from 'converge cluster join-token create' on a member");
+            }
+            else if (JoinUrl is null && JoinToken is not null)
+            {
+                problems.Add("--join-token needs --join (the RPC URL of a member)");
+            }
+
+            var all = new[] { NbdEndPoint, ApiEndPoint, PeerEndPoint, RaftEndPoint, RpcEndPoint }.Where(e => e is not null).ToList();
             if (all.Distinct().Count() != all.Count)
             {
-                problems.Add("the NBD, API, peer and Raft listeners must use different ports");
+                problems.Add("the NBD, API, peer, Raft and RPC listeners must use different ports");
             }
 
             if (VoterTarget is not (1 or 3 or 5))
@@ -229,9 +249,9 @@ public sealed record HostOptions
                 problems.Add($"fault domain {domainError}");
             }
         }
-        else if (PeerEndPoint is not null || JoinUrl is not null)
+        else if (PeerEndPoint is not null || JoinUrl is not null || RpcEndPoint is not null)
         {
-            problems.Add("--peer-listen and --join need cluster mode: give --raft-listen too");
+            problems.Add("--peer-listen, --rpc-listen and --join need cluster mode: give --raft-listen too");
         }
 
         if ((ApiTlsCertificatePath is null) != (ApiTlsKeyPath is null))

@@ -120,4 +120,19 @@ internal static partial class Log
 
     [LoggerMessage(119, LogLevel.Information, "rebalance: {Detail}")]
     public static partial void Rebalance(ILogger logger, string detail);
+
+    [LoggerMessage(140, LogLevel.Information, "cluster identity: CA {CaFingerprint}, this host's certificate {Serial}; host RPC (mutual TLS) on {Rpc}")]
+    public static partial void ClusterIdentity(ILogger logger, string caFingerprint, string serial, string rpc);
+
+    [LoggerMessage(141, LogLevel.Information, "issued a certificate ({Serial}) to joining host {Name} for join token {TokenId}")]
+    public static partial void CertificateIssued(ILogger logger, string serial, string name, string tokenId);
+
+    [LoggerMessage(142, LogLevel.Warning, "refused a join certificate for host {Name}: {Reason}")]
+    public static partial void JoinRefused(ILogger logger, string name, string reason);
+
+    [LoggerMessage(143, LogLevel.Critical, "{Reason}")]
+    public static partial void ClusterIdentityMismatch(ILogger logger, string reason);
+
+    [LoggerMessage(144, LogLevel.Warning, "host RPC request {Path} from a certificate that is no longer valid refused: {Reason}")]
+    public static partial void RpcCertificateRefused(ILogger logger, string path, string reason);
 }

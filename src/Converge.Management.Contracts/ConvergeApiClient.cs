@@ -11,7 +11,7 @@ namespace Converge.Management.Contracts;
 /// answers with an error (its <see cref="ConvergeApiException.Detail"/> is the message to show) and
 /// <see cref="HttpRequestException"/> when the host cannot be reached.
 /// </summary>
-public sealed class ConvergeApiClient
+public sealed partial class ConvergeApiClient
 {
     private readonly HttpClient http;
 

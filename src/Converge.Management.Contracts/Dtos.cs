@@ -229,7 +229,10 @@ public sealed record ClusterStatusInfo
     public long FreeBytes { get; init; }
 }
 
-/// <summary><c>POST /api/v1/cluster/join</c>: a new host asks to join (sent by <c>converge host run --join</c>).</summary>
+/// <summary>
+/// <c>POST /internal/v1/cluster/join</c> (host RPC, mutual TLS with the certificate the join token got): a new host asks
+/// to join (sent by <c>converge host run --join</c>).
+/// </summary>
 public sealed record JoinRequest
 {
     public required string HostId { get; init; }
@@ -241,6 +244,9 @@ public sealed record JoinRequest
 
     /// <summary>The joiner's Raft endpoint (it runs a member that waits to be added), or null to join as a client.</summary>
     public string? Raft { get; init; }
+
+    /// <summary>The joiner's host RPC URL (<c>https://ADDR:PORT</c>).</summary>
+    public string? Rpc { get; init; }
 }
 
 public sealed record JoinResponse
@@ -250,8 +256,11 @@ public sealed record JoinResponse
 
     public required string ClusterId { get; init; }
 
-    /// <summary>API URLs of the metadata members (where a client reads and proposes).</summary>
+    /// <summary>RPC URLs of the metadata members (where a client reads and proposes).</summary>
     public required IReadOnlyList<string> Members { get; init; }
+
+    /// <summary>The cluster CA key (PEM), sent only to a host that becomes a Raft voter: voters sign joins.</summary>
+    public string? CaKey { get; init; }
 }
 
 /// <summary><c>GET /internal/v1/components/{id}/digest</c>: SHA-256 of a component's contents read from the local store.</summary>

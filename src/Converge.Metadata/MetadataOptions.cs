@@ -28,6 +28,12 @@ public sealed record MetadataOptions
 
     public ILoggerFactory? LoggerFactory { get; init; }
 
+    /// <summary>
+    /// Mutual TLS of the Raft transport: this member's certificate (server and client side) and the validation of the
+    /// other member's certificate. Null: plain TCP (in-process tests only; hosts always give it).
+    /// </summary>
+    public RaftTls? Tls { get; init; }
+
     public TimeProvider Time { get; init; } = TimeProvider.System;
 
     /// <summary>

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Globalization;
+using System.Security.Cryptography.X509Certificates;
 using Converge.Management.Contracts;
 
 namespace Converge.Cluster.Tests;
@@ -13,6 +14,7 @@ public sealed class ClusterHost : IAsyncDisposable
     public static readonly TimeSpan ReadyTimeout = TimeSpan.FromSeconds(60);
 
     private HttpClient http;
+    private HttpClient? rpc;
     private Process? process;
     private int starts;
     private string address = "127.0.0.1";
@@ -27,6 +29,7 @@ public sealed class ClusterHost : IAsyncDisposable
         ApiPort = FreePort.Allocate();
         PeerPort = FreePort.Allocate();
         RaftPort = FreePort.Allocate();
+        RpcPort = FreePort.Allocate();
         http = new HttpClient { BaseAddress = new Uri(ApiUrl), Timeout = TimeSpan.FromSeconds(30) };
         Api = new ConvergeApiClient(http);
     }
@@ -88,6 +91,20 @@ public sealed class ClusterHost : IAsyncDisposable
 
     public int RaftPort { get; }
 
+    /// <summary>Host-to-host RPC (<c>/internal/v1</c>, mutual TLS).</summary>
+    public int RpcPort { get; }
+
+    public string RpcUrl => $"https://{Address}:{RpcPort.ToString(CultureInfo.InvariantCulture)}";
+
+    /// <summary>
+    /// A client of this host's RPC port that presents the host's own certificate (DATA/tls, made at its first start)
+    /// and accepts only a server certificate signed by the cluster CA: for the tests' <c>/internal/v1</c> calls.
+    /// </summary>
+    public HttpClient RpcHttp => rpc ??= NewRpcClient(DataDir, new Uri(RpcUrl));
+
+    /// <summary>The API client's calls, sent to the RPC port with this host's certificate (the internal digest endpoint).</summary>
+    public ConvergeApiClient RpcApi => new(RpcHttp);
+
     public string ApiUrl => $"http://{Address}:{ApiPort.ToString(CultureInfo.InvariantCulture)}";
 
     public ConvergeApiClient Api { get; private set; }
@@ -96,12 +113,35 @@ public sealed class ClusterHost : IAsyncDisposable
 
     public bool IsRunning => process is { HasExited: false };
 
+    /// <summary>The exit code once the process has exited; null while it runs.</summary>
+    public int? ExitCode => process is { HasExited: true } p ? p.ExitCode : null;
+
+    /// <summary>Waits until the process exits by itself (a refused start), with a deadline; returns its exit code.</summary>
+    public async Task<int> WaitExitAsync(TimeSpan timeout)
+    {
+        var stopwatch = Stopwatch.StartNew();
+        while (IsRunning)
+        {
+            if (stopwatch.Elapsed > timeout)
+            {
+                throw new TimeoutException($"host {Name} did not exit within {timeout.TotalSeconds:0} s.\n{LogTail()}");
+            }
+
+            await Task.Delay(100);
+        }
+
+        return ExitCode ?? throw new InvalidOperationException($"host {Name} was never started");
+    }
+
     public string LogPath => Path.Combine(DataDir, "host.test.log");
 
     public string NbdUri(string export) => $"nbd://{Address}:{NbdPort.ToString(CultureInfo.InvariantCulture)}/{export}";
 
-    /// <summary>Launches the process (first start: with two disks of <see cref="DiskSize"/> and optionally --join).</summary>
-    public void Launch(string? joinApi = null)
+    /// <summary>
+    /// Launches the process (first start: with two disks of <see cref="DiskSize"/> and optionally
+    /// <c>--join RPCURL --join-token TOKEN</c>).
+    /// </summary>
+    public void Launch(string? joinRpc = null, string? joinToken = null)
     {
         process?.Dispose();
         var args = new List<string>
@@ -109,15 +149,21 @@ public sealed class ClusterHost : IAsyncDisposable
             "host", "run", "--data", DataDir, "--name", Name,
             "--nbd-listen", $"{Address}:{NbdPort}", "--api-listen", $"{Address}:{ApiPort}",
             "--peer-listen", $"{Address}:{PeerPort}", "--raft-listen", $"{Address}:{RaftPort}",
+            "--rpc-listen", $"{Address}:{RpcPort}",
         };
         if (starts == 0)
         {
             args.AddRange(["--disk", DiskPaths[0] + ":" + DiskSize, "--disk", DiskPaths[1] + ":" + DiskSize]);
         }
 
-        if (joinApi is not null)
+        if (joinRpc is not null)
         {
-            args.AddRange(["--join", joinApi]);
+            args.AddRange(["--join", joinRpc]);
+        }
+
+        if (joinToken is not null)
+        {
+            args.AddRange(["--join-token", joinToken]);
         }
 
         args.AddRange(ExtraArgs);
@@ -285,5 +331,39 @@ public sealed class ClusterHost : IAsyncDisposable
         process?.Dispose();
         process = null;
         http.Dispose();
+        rpc?.Dispose();
+    }
+
+    /// <summary>An HTTPS client with the certificate in <paramref name="dataDir"/>/tls, trusting only that cluster's CA.</summary>
+    public static HttpClient NewRpcClient(string dataDir, Uri baseAddress)
+    {
+        var tls = Path.Combine(dataDir, "tls");
+        using var pem = X509Certificate2.CreateFromPemFile(Path.Combine(tls, "host.crt"), Path.Combine(tls, "host.key"));
+        var certificate = X509CertificateLoader.LoadPkcs12(pem.Export(X509ContentType.Pkcs12), null);
+        var ca = X509CertificateLoader.LoadCertificateFromFile(Path.Combine(tls, "ca.crt"));
+        return new HttpClient(new SocketsHttpHandler
+        {
+            SslOptions = new System.Net.Security.SslClientAuthenticationOptions
+            {
+                ClientCertificates = [certificate],
+                RemoteCertificateValidationCallback = (_, server, _, _) =>
+                {
+                    if (server is null)
+                    {
+                        return false;
+                    }
+
+                    using var chain = new X509Chain();
+                    chain.ChainPolicy.TrustMode = X509ChainTrustMode.CustomRootTrust;
+                    chain.ChainPolicy.CustomTrustStore.Add(ca);
+                    chain.ChainPolicy.RevocationMode = X509RevocationMode.NoCheck;
+                    return chain.Build(X509CertificateLoader.LoadCertificate(server.GetRawCertData()));
+                },
+            },
+        })
+        {
+            BaseAddress = baseAddress,
+            Timeout = TimeSpan.FromSeconds(30),
+        };
     }
 }

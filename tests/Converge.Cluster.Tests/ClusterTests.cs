@@ -195,7 +195,7 @@ public sealed class ClusterTests
             foreach (var component in piece)
             {
                 var host = cluster.Hosts.Single(h => h.Name == component.HostName);
-                var digest = await host.Api.GetComponentDigestAsync(component.Id);
+                var digest = await host.RpcApi.GetComponentDigestAsync(component.Id);
                 Assert.Equal(component.Length, digest.SizeBytes);
                 digests.Add(digest.Sha256);
             }

@@ -112,7 +112,7 @@ public sealed class FaultInjectionTests(ITestOutputHelper output)
         var victim = info.Layout!.Single(c => c.Role == "data" && c.HostName == roles.Replica.Name);
 
         log.Inject($"disk {victim.DiskId} of {roles.Replica.Name} fails every I/O with EIO (holds data component {victim.Id})");
-        using (var response = await roles.Replica.Http.PostAsync($"/internal/v1/test/disks/{victim.DiskId}/fail", null))
+        using (var response = await roles.Replica.RpcHttp.PostAsync($"/internal/v1/test/disks/{victim.DiskId}/fail", null))
         {
             var body = await response.Content.ReadAsStringAsync();
             Assert.True(response.IsSuccessStatusCode, $"POST /internal/v1/test/disks/{victim.DiskId}/fail on {roles.Replica.Name}: {(int)response.StatusCode} {body}");

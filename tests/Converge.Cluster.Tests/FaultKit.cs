@@ -142,7 +142,7 @@ public static class FaultKit
             var digests = new List<string>();
             foreach (var (component, host) in piece)
             {
-                var digest = await host.Api.GetComponentDigestAsync(component.Id);
+                var digest = await host.RpcApi.GetComponentDigestAsync(component.Id);
                 Assert.Equal(component.Length, digest.SizeBytes);
                 digests.Add($"{host.Name}:{digest.Sha256}");
             }
@@ -162,12 +162,12 @@ public static class FaultKit
         foreach (var host in cluster.Hosts.Where(h => h.IsServing))
         {
             using var attempt = new CancellationTokenSource(TimeSpan.FromSeconds(10));
-            using var response = await host.Http.GetAsync("/internal/v1/resync", attempt.Token);
+            using var response = await host.RpcHttp.GetAsync("/internal/v1/resync", attempt.Token);
             var body = await response.Content.ReadAsStringAsync(attempt.Token);
             if (!response.IsSuccessStatusCode)
             {
                 throw new InvalidOperationException(
-                    $"GET {host.ApiUrl}/internal/v1/resync answered {(int)response.StatusCode}: {body} (the resync counters are not served)");
+                    $"GET {host.RpcUrl}/internal/v1/resync answered {(int)response.StatusCode}: {body} (the resync counters are not served)");
             }
 
             using var json = JsonDocument.Parse(body);

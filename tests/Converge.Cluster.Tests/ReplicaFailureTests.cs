@@ -73,7 +73,7 @@ public sealed class ReplicaFailureTests
         var total = 0L;
         foreach (var host in cluster.Hosts.Where(h => h.IsRunning))
         {
-            using var document = JsonDocument.Parse(await host.Http.GetStringAsync(host.ApiUrl + "/internal/v1/resync"));
+            using var document = JsonDocument.Parse(await host.RpcHttp.GetStringAsync("/internal/v1/resync"));
             total += document.RootElement.GetProperty("bytesCopied").GetInt64();
         }
 
@@ -101,7 +101,7 @@ public sealed class RebuildTests
         var info = await coordinator.Api.GetVirtualDiskAsync("rb");
         var failing = info.Layout!.First(c => c.Role == "data" && c.HostName != coordinator.Name);
         var failingHost = cluster.Hosts.Single(h => h.Name == failing.HostName);
-        using (var response = await failingHost.Http.PostAsync($"{failingHost.ApiUrl}/internal/v1/test/disks/{failing.DiskId}/fail", null))
+        using (var response = await failingHost.RpcHttp.PostAsync($"/internal/v1/test/disks/{failing.DiskId}/fail", null))
         {
             Assert.True(response.IsSuccessStatusCode, await response.Content.ReadAsStringAsync());
         }
@@ -139,7 +139,7 @@ public sealed class RebuildTests
             {
                 try
                 {
-                    await lostHost.Api.GetComponentDigestAsync(lost.Id);
+                    await lostHost.RpcApi.GetComponentDigestAsync(lost.Id);
                     return false;
                 }
                 catch (ConvergeApiException e) when (e.Message.Contains("not on this host", StringComparison.Ordinal))
@@ -318,7 +318,7 @@ public sealed class BitRotTests
         var total = 0L;
         foreach (var host in cluster.Hosts)
         {
-            using var document = System.Text.Json.JsonDocument.Parse(await host.Http.GetStringAsync(host.ApiUrl + "/internal/v1/resync"));
+            using var document = System.Text.Json.JsonDocument.Parse(await host.RpcHttp.GetStringAsync("/internal/v1/resync"));
             total += document.RootElement.GetProperty("repairs").GetInt64();
         }
 

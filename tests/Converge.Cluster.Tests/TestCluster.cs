@@ -3,7 +3,10 @@ using Converge.Management.Contracts;
 
 namespace Converge.Cluster.Tests;
 
-/// <summary>A cluster of <see cref="ClusterHost"/>s in one temp directory: h1 founds it, the others join through h1.</summary>
+/// <summary>
+/// A cluster of <see cref="ClusterHost"/>s in one temp directory: h1 founds it, the others join through h1's RPC port,
+/// each with a join token made through h1's API.
+/// </summary>
 public sealed class TestCluster : IAsyncDisposable
 {
     private readonly TempDir root = new("converge-cluster");
@@ -33,7 +36,7 @@ public sealed class TestCluster : IAsyncDisposable
             {
                 var host = cluster.NewHost($"h{i}", diskSize);
                 configure?.Invoke(host);
-                host.Launch(first.ApiUrl);
+                host.Launch(first.RpcUrl, (await first.Api.CreateJoinTokenAsync()).Token);
                 await host.WaitReadyAsync();
             }
 
@@ -63,7 +66,7 @@ public sealed class TestCluster : IAsyncDisposable
     public async Task<ClusterHost> AddHostAsync(string diskSize)
     {
         var host = NewHost($"h{Hosts.Count + 1}", diskSize);
-        host.Launch(Hosts[0].ApiUrl);
+        host.Launch(Hosts[0].RpcUrl, (await Hosts[0].Api.CreateJoinTokenAsync()).Token);
         await host.WaitReadyAsync();
         await WaitForHostsAsync(Hosts.Count);
         return host;

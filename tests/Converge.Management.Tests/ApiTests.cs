@@ -21,7 +21,7 @@ public sealed class ApiTests(ApiClusterFixture fixture) : IClassFixture<ApiClust
         ("DELETE", "/api/v1/vdisks/{name}"), ("GET", "/api/v1/vdisks/{name}/layout"), ("PUT", "/api/v1/vdisks/{name}/policy"),
         ("GET", "/api/v1/policies"), ("GET", "/api/v1/policies/{name}"), ("PUT", "/api/v1/policies/{name}"), ("DELETE", "/api/v1/policies/{name}"),
         ("GET", "/api/v1/hosts"), ("GET", "/api/v1/hosts/{name}"), ("POST", "/api/v1/hosts/{name}/maintenance"), ("DELETE", "/api/v1/hosts/{name}/maintenance"),
-        ("GET", "/api/v1/cluster"), ("POST", "/api/v1/cluster/join"), ("GET", "/api/v1/fault-domains"), ("GET", "/api/v1/compliance"),
+        ("GET", "/api/v1/cluster"), ("POST", "/api/v1/cluster/join-tokens"), ("POST", "/api/v1/hosts/{name}/revoke"), ("GET", "/api/v1/fault-domains"), ("GET", "/api/v1/compliance"),
         ("GET", "/api/v1/events"), ("GET", "/api/v1/health/checks"), ("GET", "/api/v1/resync"), ("GET", "/api/v1/perf"),
         ("POST", "/api/v1/hosts/{name}/decommission"), ("GET", "/api/v1/hosts/{name}/decommission"),
         ("POST", "/api/v1/cluster/disks/{id}/decommission"), ("GET", "/api/v1/cluster/disks/{id}/decommission"),
@@ -43,6 +43,8 @@ public sealed class ApiTests(ApiClusterFixture fixture) : IClassFixture<ApiClust
         (HttpMethod.Post, "/api/v1/hosts/h2/maintenance", """{"mode":"no-data-migration"}"""),
         (HttpMethod.Delete, "/api/v1/hosts/h2/maintenance", null),
         (HttpMethod.Post, "/api/v1/hosts/h3/decommission", null),
+        (HttpMethod.Post, "/api/v1/hosts/h3/revoke", null),
+        (HttpMethod.Post, "/api/v1/cluster/join-tokens", """{"ttl":"1h"}"""),
         (HttpMethod.Post, "/api/v1/cluster/disks/0123456789abcdef/decommission", null),
         (HttpMethod.Post, "/api/v1/cluster/rebalance", """{"dryRun":false}"""),
         (HttpMethod.Delete, "/api/v1/cluster/rebalance", null),
@@ -163,11 +165,11 @@ public sealed class ApiTests(ApiClusterFixture fixture) : IClassFixture<ApiClust
         Assert.False(File.Exists("/tmp/converge-sneaky.img"));
         Assert.Equal(before, await SnapshotAsync());
 
-        // GETs stay open, and the join (host to host) is not behind the token.
+        // GETs stay open; the join moved to host RPC (mutual TLS, join tokens): the API port no longer has it.
         using var open = new HttpClient { BaseAddress = new Uri(H1.ApiUrl) };
         Assert.Equal(HttpStatusCode.OK, (await open.GetAsync("/api/v1/vdisks")).StatusCode);
         using var join = await open.PostAsync("/api/v1/cluster/join", new StringContent("{}", Encoding.UTF8, "application/json"));
-        Assert.Equal(HttpStatusCode.BadRequest, join.StatusCode);
+        Assert.Equal(HttpStatusCode.NotFound, join.StatusCode);
     }
 
     [Fact]

@@ -5,8 +5,8 @@ using Converge.Metadata;
 namespace Converge.Host.Cluster;
 
 /// <summary>
-/// The cluster-mode endpoints: virtual disks placed across hosts, policies, hosts, the cluster view, and the
-/// internal host-to-host endpoints under <c>/internal/v1</c> (trusted: loopback deployments only for now; no auth).
+/// The cluster-mode endpoints: virtual disks placed across hosts, policies, hosts, the cluster view, join tokens, and
+/// the host-to-host endpoints under <c>/internal/v1</c>, served only on the RPC listener (mutual TLS, <see cref="RpcEndpoints"/>).
 /// </summary>
 internal static class ClusterApi
 {
@@ -52,16 +52,73 @@ internal static class ClusterApi
             ManagementApi.Json(await manager.ListHostsAsync(cancellationToken).ConfigureAwait(false), ContractsJsonContext.Default.IReadOnlyListClusterHostInfo));
         api.MapGet("/cluster", async (CancellationToken cancellationToken) =>
             ManagementApi.Json(await manager.StatusAsync(cancellationToken).ConfigureAwait(false), ContractsJsonContext.Default.ClusterStatusInfo));
-        api.MapPost("/cluster/join", async (HttpContext context) =>
+        // Cluster identity (docs/security/identity.md): mutating, so the admin token guards them like every /api/v1 change.
+        api.MapPost("/cluster/join-tokens", async (HttpContext context) =>
+        {
+            var request = context.Request.ContentLength is 0 or null && !context.Request.HasJsonContentType()
+                ? new CreateJoinTokenRequest()
+                : await ManagementApi.ReadBodyAsync(context, ContractsJsonContext.Default.CreateJoinTokenRequest).ConfigureAwait(false);
+            var ttl = TimeSpan.FromHours(1);
+            if (request.Ttl is not null)
+            {
+                try
+                {
+                    ttl = HostOptions.ParseDuration(request.Ttl, "ttl");
+                }
+                catch (HostOptionsException e)
+                {
+                    throw new ClusterOperationException(HostErrorKind.Invalid, e.Message);
+                }
+            }
+
+            if (ttl < TimeSpan.FromSeconds(1) || ttl > TimeSpan.FromDays(7))
+            {
+                throw new ClusterOperationException(HostErrorKind.Invalid, $"ttl {request.Ttl}: give between 1s and 7 days (168h)");
+            }
+
+            return ManagementApi.Json(await node.CreateJoinTokenAsync(ttl, context.RequestAborted).ConfigureAwait(false), ContractsJsonContext.Default.JoinTokenInfo, StatusCodes.Status201Created);
+        });
+        api.MapPost("/hosts/{name}/revoke", async (string name, HttpContext context) =>
+            ManagementApi.Json(await node.RevokeHostAsync(name, context.RequestAborted).ConfigureAwait(false), ContractsJsonContext.Default.RevokeHostInfo));
+
+        // Host-to-host RPC: served only on the RPC listener (mutual TLS, see RpcEndpoints), never on the API port.
+        var internalApi = app.MapGroup("/internal/v1").ExcludeFromDescription();
+
+        // A joining host's connection (TLS without a client certificate) may use these two and nothing else.
+        internalApi.MapGet("/cluster/ca", () => Results.Text(node.Identity.CaCertificate.ExportCertificatePem(), "application/x-pem-file"));
+        internalApi.MapPost("/cluster/certificate", async (HttpContext context) =>
+        {
+            var request = await ManagementApi.ReadBodyAsync(context, ContractsJsonContext.Default.JoinCertificateRequest).ConfigureAwait(false);
+            try
+            {
+                var forwarded = context.Connection.ClientCertificate is not null && context.Request.Headers.ContainsKey(ClusterMetadata.ForwardedHeader);
+                return ManagementApi.Json(
+                    await node.HandleCertificateAsync(request, forwarded, context.RequestAborted).ConfigureAwait(false),
+                    ContractsJsonContext.Default.JoinCertificateResponse);
+            }
+            catch (JoinRefusedException e)
+            {
+                return ManagementApi.Problem(StatusCodes.Status403Forbidden, "Join refused", e.Message);
+            }
+        });
+        internalApi.MapPost("/cluster/join", async (HttpContext context) =>
         {
             var request = await ManagementApi.ReadBodyAsync(context, ContractsJsonContext.Default.JoinRequest).ConfigureAwait(false);
             var forwarded = context.Request.Headers.ContainsKey(ClusterMetadata.ForwardedHeader);
+
+            // A host joins as the host its certificate was issued to (a forwarding member vouches for the joiner).
+            var serial = context.Connection.ClientCertificate?.SerialNumber;
+            var issued = serial is null ? null : node.Metadata.Current.Certificates.GetValueOrDefault(serial);
+            if (!forwarded && issued?.HostId != request.HostId)
+            {
+                return ManagementApi.Problem(
+                    StatusCodes.Status403Forbidden, "Join refused", $"the client certificate was not issued to host {request.HostId}; join with its own certificate");
+            }
+
             return ManagementApi.Json(
                 await node.HandleJoinAsync(request, forwarded, context.RequestAborted).ConfigureAwait(false),
                 ContractsJsonContext.Default.JoinResponse);
-        }).AllowAnonymous(); // Host to host, before the joining host has any token.
-
-        var internalApi = app.MapGroup("/internal/v1").ExcludeFromDescription();
+        });
         internalApi.MapGet("/metadata/state", async (HttpContext context, long? after, bool? barrier) =>
         {
             var since = after ?? -1;
@@ -94,8 +151,10 @@ internal static class ClusterApi
             {
                 command = await JsonSerializer.DeserializeAsync(context.Request.Body, MetadataJsonContext.Default.MetadataCommand, context.RequestAborted).ConfigureAwait(false);
             }
-            catch (JsonException e)
+            catch (Exception e) when (e is JsonException or NotSupportedException or ArgumentException)
             {
+                // Without a known "$type" the serializer cannot pick a command type and throws NotSupportedException,
+                // which used to surface as HTTP 500.
                 throw new ClusterOperationException(HostErrorKind.Invalid, $"not a metadata command: {e.Message}");
             }
 

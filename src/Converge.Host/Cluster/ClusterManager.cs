@@ -164,7 +164,7 @@ internal sealed partial class ClusterManager(ClusterNode node)
             }
             else if (state.Hosts.TryGetValue(lease.HostId, out var holder))
             {
-                await node.PostReleaseAsync(holder.Endpoints.Api, vdisk.VirtualDiskId, cancellationToken).ConfigureAwait(false);
+                await node.PostReleaseAsync(holder.Endpoints.Rpc, vdisk.VirtualDiskId, cancellationToken).ConfigureAwait(false);
             }
         }
 

@@ -8,8 +8,8 @@ namespace Converge.Host.Cluster;
 
 /// <summary>
 /// The host's view of the cluster metadata: a local Raft member (voters) or a <see cref="RemoteMetadataService"/>
-/// (clients), plus proposal forwarding: a member that is not the leader sends the command to the leader's API
-/// (<c>POST /internal/v1/metadata/propose</c>), retrying with backoff while an election runs.
+/// (clients), plus proposal forwarding: a member that is not the leader sends the command to the leader's host RPC
+/// (<c>POST /internal/v1/metadata/propose</c>, mutual TLS), retrying with backoff while an election runs.
 /// </summary>
 internal sealed class ClusterMetadata : IAsyncDisposable
 {
@@ -17,11 +17,13 @@ internal sealed class ClusterMetadata : IAsyncDisposable
     public static readonly TimeSpan DefaultProposeTimeout = TimeSpan.FromSeconds(5);
     private static readonly MediaTypeHeaderValue JsonType = new("application/json");
 
-    private readonly HttpClient http = new() { Timeout = TimeSpan.FromSeconds(10) };
+    private readonly HttpClient http;
 
-    public ClusterMetadata(IMetadataService service)
+    /// <param name="identity">This host's identity (the forwarding client presents its certificate).</param>
+    public ClusterMetadata(IMetadataService service, Func<Converge.Security.HostIdentity?> identity)
     {
         Service = service;
+        http = ClusterTls.NewClient(identity, TimeSpan.FromSeconds(10));
     }
 
     public IMetadataService Service { get; }
@@ -37,6 +39,15 @@ internal sealed class ClusterMetadata : IAsyncDisposable
         return leader is null
             ? null
             : Current.Hosts.Values.FirstOrDefault(h => string.Equals(h.Endpoints.Raft, leader, StringComparison.Ordinal))?.Endpoints.Api;
+    }
+
+    /// <summary>RPC URL (host-to-host, mutual TLS) of the current leader; null while unknown.</summary>
+    public string? LeaderRpc()
+    {
+        var leader = Service.LeaderRaftEndpoint;
+        return leader is null
+            ? null
+            : Current.Hosts.Values.FirstOrDefault(h => string.Equals(h.Endpoints.Raft, leader, StringComparison.Ordinal))?.Endpoints.Rpc;
     }
 
     public string? LeaderHostId()
@@ -65,8 +76,8 @@ internal sealed class ClusterMetadata : IAsyncDisposable
                         return await raft.ProposeAsync(command, cancellationToken).ConfigureAwait(false);
                     }
 
-                    var leaderApi = LeaderApi() ?? throw new NotLeaderException(raft.LeaderRaftEndpoint);
-                    result = await PostProposeAsync(leaderApi, command, forwarded: true, cancellationToken).ConfigureAwait(false);
+                    var leaderRpc = LeaderRpc() ?? throw new NotLeaderException(raft.LeaderRaftEndpoint);
+                    result = await PostProposeAsync(leaderRpc, command, forwarded: true, cancellationToken).ConfigureAwait(false);
                 }
                 else
                 {
@@ -162,3 +173,6 @@ internal sealed class ClusterOperationException(HostErrorKind kind, string messa
 {
     public HostErrorKind Kind { get; } = kind;
 }
+
+/// <summary>A join certificate refused (HTTP 403): the token is wrong, used, expired or for another cluster. Nothing changed.</summary>
+internal sealed class JoinRefusedException(string message) : Exception(message);

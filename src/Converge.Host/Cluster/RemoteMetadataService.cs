@@ -16,7 +16,7 @@ internal sealed class RemoteMetadataService : IMetadataService
     public const string LeaderHeader = "X-Converge-Leader";
 
     private static readonly MediaTypeHeaderValue JsonType = new("application/json");
-    private readonly HttpClient http = new() { Timeout = TimeSpan.FromSeconds(20) };
+    private readonly HttpClient http;
     private readonly CancellationTokenSource stop = new();
     private readonly ILogger logger;
     private readonly Lock gate = new();
@@ -25,8 +25,11 @@ internal sealed class RemoteMetadataService : IMetadataService
     private volatile ClusterState current = ClusterState.Empty;
     private Task poller = Task.CompletedTask;
 
-    public RemoteMetadataService(IEnumerable<string> members, ILogger logger)
+    /// <param name="members">RPC URLs of metadata members.</param>
+    /// <param name="http">The host's mutual-TLS client (<see cref="ClusterTls.NewClient"/>); owned by the caller, its timeout above the 10 s long poll.</param>
+    public RemoteMetadataService(IEnumerable<string> members, HttpClient http, ILogger logger)
     {
+        this.http = http;
         this.members = [.. members.Distinct(StringComparer.Ordinal)];
         this.logger = logger;
         if (this.members.Count == 0)
@@ -92,7 +95,6 @@ internal sealed class RemoteMetadataService : IMetadataService
         await stop.CancelAsync().ConfigureAwait(false);
         await poller.ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
         stop.Dispose();
-        http.Dispose();
     }
 
     private async Task PollAsync(CancellationToken cancellationToken)
@@ -158,8 +160,8 @@ internal sealed class RemoteMetadataService : IMetadataService
 
             current = state;
 
-            // Follow the member list as it changes: every voter's API.
-            var voters = state.Hosts.Values.Where(h => h.Voter).Select(h => h.Endpoints.Api).ToList();
+            // Follow the member list as it changes: every voter's host RPC.
+            var voters = state.Hosts.Values.Where(h => h.Voter && h.Endpoints.Rpc is not null).Select(h => h.Endpoints.Rpc!).ToList();
             if (voters.Count > 0)
             {
                 members = [.. voters.Union(members, StringComparer.Ordinal)];

@@ -21,6 +21,9 @@ internal sealed class ClusterViews(IoMeters meters, HostInventory inventory, ISe
     private readonly HttpClient http = new() { Timeout = HostTimeout };
     private readonly ClusterNode? cluster = services.GetService<ClusterNode>();
 
+    // The per-host views come over host RPC (mutual TLS, this host's certificate); the health pings stay on the API.
+    private HttpClient Rpc => cluster?.RpcClient ?? http;
+
     public ClusterNode? Cluster => cluster;
 
     public HostPerfInfo LocalPerf(int seconds) => new()
@@ -208,7 +211,12 @@ internal sealed class ClusterViews(IoMeters meters, HostInventory inventory, ISe
             {
                 using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
                 timeout.CancelAfter(HostTimeout);
-                return (h, await http.GetFromJsonAsync(h.Endpoints.Api.TrimEnd('/') + path, typeInfo, timeout.Token).ConfigureAwait(false));
+                if (h.Endpoints.Rpc is null)
+                {
+                    return (h, (T?)null);
+                }
+
+                return (h, await Rpc.GetFromJsonAsync(h.Endpoints.Rpc.TrimEnd('/') + path, typeInfo, timeout.Token).ConfigureAwait(false));
             }
             catch (Exception e) when (e is HttpRequestException or System.Text.Json.JsonException or OperationCanceledException && !cancellationToken.IsCancellationRequested)
             {

@@ -29,13 +29,18 @@ namespace Converge.Metadata;
 [JsonDerivedType(typeof(SetRebalance), "setRebalance")]
 [JsonDerivedType(typeof(CreateApiToken), "createApiToken")]
 [JsonDerivedType(typeof(RevokeApiToken), "revokeApiToken")]
+[JsonDerivedType(typeof(CreateJoinToken), "createJoinToken")]
+[JsonDerivedType(typeof(ConsumeJoinToken), "consumeJoinToken")]
+[JsonDerivedType(typeof(RecordCertificate), "recordCertificate")]
+[JsonDerivedType(typeof(RevokeHostCertificates), "revokeHostCertificates")]
 public abstract record MetadataCommand(Guid CommandId);
 
 /// <summary>Creates the cluster record and its default policy. Accepted once.</summary>
 /// <param name="AdminTokenHash">Unsalted SHA-256 (hex) of the founder's admin token; applying salts it into <see cref="ClusterState.ApiTokens"/>.</param>
+/// <param name="CaCertificatePem">The founder's cluster CA certificate (public); <paramref name="CaFingerprint"/> its SHA-256.</param>
 public sealed record InitializeCluster(
     Guid CommandId, string ClusterId, string Name, DateTimeOffset CreatedAt, StoragePolicy DefaultPolicy, int VoterTarget,
-    string? AdminTokenHash = null)
+    string? AdminTokenHash = null, string? CaCertificatePem = null, string? CaFingerprint = null)
     : MetadataCommand(CommandId);
 
 public sealed record RegisterHost(

@@ -95,6 +95,7 @@ public sealed class RaftMetadataService : IMetadataService
             UpperElectionTimeout = (int)options.UpperElectionTimeout.TotalMilliseconds,
             LoggerFactory = loggerFactory,
             ConfigurationStorage = memberStorage,
+            SslOptions = options.Tls?.ToSslOptions(),
         })
         {
             AuditTrail = log,

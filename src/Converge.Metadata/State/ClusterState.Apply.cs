@@ -48,6 +48,10 @@ public sealed partial record ClusterState
             SetRebalance c => ApplySetRebalance(c),
             CreateApiToken c => ApplyCreateApiToken(c),
             RevokeApiToken c => ApplyRevokeApiToken(c),
+            CreateJoinToken c => ApplyCreateJoinToken(c),
+            ConsumeJoinToken c => ApplyConsumeJoinToken(c),
+            RecordCertificate c => ApplyRecordCertificate(c),
+            RevokeHostCertificates c => ApplyRevokeHostCertificates(c),
             _ => Refuse($"unknown command {command.GetType().Name}"),
         };
 
@@ -98,7 +102,7 @@ public sealed partial record ClusterState
         return (this with
         {
             // The admin token is kept salted in ApiTokens; ClusterInfo.AdminTokenHash stays null (clusters founded before keep theirs).
-            Cluster = new ClusterInfo(c.ClusterId, c.Name, c.CreatedAt, c.DefaultPolicy.Name, c.VoterTarget),
+            Cluster = new ClusterInfo(c.ClusterId, c.Name, c.CreatedAt, c.DefaultPolicy.Name, c.VoterTarget, null, c.CaCertificatePem, c.CaFingerprint),
             Policies = Policies.SetItem(c.DefaultPolicy.Name, c.DefaultPolicy),
             ApiTokens = FounderToken(c),
         }, CommandResult.Ok());
@@ -183,7 +187,11 @@ public sealed partial record ClusterState
             return Refuse($"host '{host.Name}' would be a voter without a Raft endpoint");
         }
 
-        return (this with { Hosts = Hosts.SetItem(c.HostId, updated) }, CommandResult.Ok());
+        // A decommissioned host's certificates are revoked in the same step: it can no longer reach any cluster port.
+        var next = this with { Hosts = Hosts.SetItem(c.HostId, updated) };
+        return (updated.State == HostState.Decommissioned && host.State != HostState.Decommissioned
+            ? next.RevokeCertificatesOf(c.HostId, DateTimeOffset.UnixEpoch, "decommissioned")
+            : next, CommandResult.Ok());
     }
 
     private (ClusterState, CommandResult) ApplyRegisterDisk(RegisterDisk c)

@@ -79,6 +79,8 @@ public sealed partial record ClusterState
         Disks = Disks.WithComparers(StringComparer.Ordinal),
         Policies = Policies.WithComparers(StringComparer.Ordinal),
         ApiTokens = ApiTokens.WithComparers(StringComparer.Ordinal),
+        JoinTokens = JoinTokens.WithComparers(StringComparer.Ordinal),
+        Certificates = Certificates.WithComparers(StringComparer.Ordinal),
         VirtualDisks = VirtualDisks
             .Select(p => KeyValuePair.Create(p.Key, p.Value with { ComponentStates = p.Value.ComponentStates.WithComparers(StringComparer.Ordinal) }))
             .ToImmutableSortedDictionary(StringComparer.Ordinal),

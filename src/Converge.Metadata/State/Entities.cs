@@ -10,13 +10,16 @@ namespace Converge.Metadata;
 /// (<see cref="ClusterState.ApiTokens"/>): still accepted, listed as <see cref="ApiTokenRoles.LegacyAdminId"/>, cleared
 /// when that token is revoked or rotated. Never set for clusters founded since. Never served by the management API.
 /// </param>
+/// <param name="CaFingerprint">SHA-256 (hex) of the cluster CA certificate <paramref name="CaCertificatePem"/>; the founder checks it is its own.</param>
 public sealed record ClusterInfo(
     string ClusterId,
     string Name,
     DateTimeOffset CreatedAt,
     string DefaultPolicyName,
     int VoterTarget,
-    string? AdminTokenHash = null);
+    string? AdminTokenHash = null,
+    string? CaCertificatePem = null,
+    string? CaFingerprint = null);
 
 public enum HostState
 {
@@ -29,7 +32,8 @@ public enum HostState
 }
 
 /// <summary>Where a host listens. <see cref="Raft"/> is null for hosts that are metadata clients, not Raft members.</summary>
-public sealed record HostEndpoints(string Api, string Nbd, string PeerData, string? Raft);
+/// <param name="Rpc">Host-to-host RPC (<c>/internal/v1</c>, mutual TLS) as an https URL; null for hosts from before it existed.</param>
+public sealed record HostEndpoints(string Api, string Nbd, string PeerData, string? Raft, string? Rpc = null);
 
 /// <param name="MaintenanceMode">
 /// While <see cref="State"/> is <see cref="HostState.Maintenance"/>: how the operator asked to enter it
