@@ -72,11 +72,21 @@ internal static class HostCommands
             Description = "Cluster mode: delete a local component no virtual disk has referenced for this long (e.g. 10m; 0 = never)",
             DefaultValueFactory = _ => "10m",
         };
+        var maxConnections = new Option<int>("--max-connections")
+        {
+            Description = "Connections the NBD port (and the peer port) each serve at once; more are closed at once",
+            DefaultValueFactory = _ => ConnectionLimits.Default.MaxConnections,
+        };
+        var maxConnectionsPerAddress = new Option<int>("--max-connections-per-address")
+        {
+            Description = "Connections the NBD port (and the peer port) each serve at once from one client IP address",
+            DefaultValueFactory = _ => ConnectionLimits.Default.MaxConnectionsPerAddress,
+        };
         var faultInjection = new Option<bool>("--enable-fault-injection") { Description = "Testing only: enable /internal/v1/test endpoints that inject faults" };
 
         var run = new Command("run", "Run the host daemon in the foreground (logs to stdout; SIGTERM/SIGINT stop it cleanly)")
         {
-            data, disks, name, nbd, api, peer, raft, join, faultDomain, voters, heartbeat, replicaTimeout, resyncBandwidth, idleResyncBandwidth, repairDelay, scrubRate, orphanGrace, faultInjection,
+            data, disks, name, nbd, api, peer, raft, join, faultDomain, voters, heartbeat, replicaTimeout, resyncBandwidth, idleResyncBandwidth, repairDelay, scrubRate, orphanGrace, maxConnections, maxConnectionsPerAddress, faultInjection,
         };
         run.SetAction((pr, ct) => Guarded.RunAsync(async () =>
         {
@@ -106,6 +116,11 @@ internal static class HostCommands
                         OrphanGrace = HostOptions.ParseDuration(pr.GetRequiredValue(orphanGrace), "--orphan-grace"),
                     },
                     EnableFaultInjection = pr.GetValue(faultInjection),
+                    ConnectionLimits = new ConnectionLimits
+                    {
+                        MaxConnections = pr.GetValue(maxConnections),
+                        MaxConnectionsPerAddress = pr.GetValue(maxConnectionsPerAddress),
+                    },
                 };
                 options.Validate();
             }

@@ -59,6 +59,9 @@ public sealed record HostOptions
     /// <summary>How often each disk flushes unflushed writes in the background.</summary>
     public TimeSpan BackgroundFlushInterval { get; init; } = TimeSpan.FromSeconds(1);
 
+    /// <summary>Connections the NBD and peer ports each serve at once, in total and per client address (--max-connections, --max-connections-per-address).</summary>
+    public ConnectionLimits ConnectionLimits { get; init; } = ConnectionLimits.Default;
+
     /// <summary>Parses a duration such as <c>5s</c>, <c>500ms</c>, <c>2m</c>, <c>1h</c> or plain seconds.</summary>
     public static TimeSpan ParseDuration(string text, string option)
     {
@@ -90,6 +93,16 @@ public sealed record HostOptions
         if (Name is not null && !NameRules.IsValid(Name, out var nameError))
         {
             problems.Add($"host {nameError}");
+        }
+
+        if (ConnectionLimits.MaxConnections < 1)
+        {
+            problems.Add($"--max-connections {ConnectionLimits.MaxConnections}: it must be at least 1");
+        }
+
+        if (ConnectionLimits.MaxConnectionsPerAddress < 1)
+        {
+            problems.Add($"--max-connections-per-address {ConnectionLimits.MaxConnectionsPerAddress}: it must be at least 1");
         }
 
         var seen = new HashSet<string>(StringComparer.Ordinal);

@@ -23,8 +23,9 @@ public sealed class HostProcess : IAsyncDisposable
     private Process? process;
     private int starts;
 
-    private HostProcess(string dataDir, IReadOnlyList<DiskSpec> disks, string? name)
+    private HostProcess(string dataDir, IReadOnlyList<DiskSpec> disks, string? name, IReadOnlyList<string>? extraArgs = null)
     {
+        ExtraArgs = extraArgs ?? [];
         DataDir = dataDir;
         InitialDisks = disks;
         Name = name;
@@ -33,6 +34,9 @@ public sealed class HostProcess : IAsyncDisposable
     }
 
     public string DataDir { get; }
+
+    /// <summary>Further <c>host run</c> options given at every start (e.g. <c>--max-connections 100</c>).</summary>
+    public IReadOnlyList<string> ExtraArgs { get; }
 
     public IReadOnlyList<DiskSpec> InitialDisks { get; }
 
@@ -67,11 +71,16 @@ public sealed class HostProcess : IAsyncDisposable
     public static Task<HostProcess> StartAsync(string dataDir, string diskSize = "1GiB", CancellationToken cancellationToken = default) =>
         StartAsync(dataDir, [new DiskSpec(System.IO.Path.Combine(dataDir, "d1.img"), diskSize)], name: null, cancellationToken);
 
-    public static async Task<HostProcess> StartAsync(
-        string dataDir, IReadOnlyList<DiskSpec> disks, string? name = null, CancellationToken cancellationToken = default)
+    public static Task<HostProcess> StartAsync(
+        string dataDir, IReadOnlyList<DiskSpec> disks, string? name = null, CancellationToken cancellationToken = default) =>
+        StartWithArgsAsync(dataDir, disks, [], name, cancellationToken);
+
+    /// <summary>As <see cref="StartAsync(string, IReadOnlyList{DiskSpec}, string?, CancellationToken)"/>, with further <c>host run</c> options.</summary>
+    public static async Task<HostProcess> StartWithArgsAsync(
+        string dataDir, IReadOnlyList<DiskSpec> disks, IReadOnlyList<string> extraArgs, string? name = null, CancellationToken cancellationToken = default)
     {
         Directory.CreateDirectory(dataDir);
-        var host = new HostProcess(dataDir, disks, name);
+        var host = new HostProcess(dataDir, disks, name, extraArgs);
         try
         {
             host.Launch(includeDisks: true);
@@ -268,6 +277,7 @@ public sealed class HostProcess : IAsyncDisposable
         }
 
         args.AddRange(["--nbd-listen", NbdEndpoint, "--api-listen", $"127.0.0.1:{ApiPort}"]);
+        args.AddRange(ExtraArgs);
 
         starts++;
         process = ConvergeLauncher.Start(DataDir, LogPath, args, starts);
