@@ -72,6 +72,11 @@ internal static class HostCommands
             Description = "Cluster mode: delete a local component no virtual disk has referenced for this long (e.g. 10m; 0 = never)",
             DefaultValueFactory = _ => "10m",
         };
+        var diskRoots = new Option<string[]>("--disk-root")
+        {
+            Description = "Folder under which 'disk add' may open or create disk files (default: the data directory). Repeatable.",
+            AllowMultipleArgumentsPerToken = false,
+        };
         var maxConnections = new Option<int>("--max-connections")
         {
             Description = "Connections the NBD port (and the peer port) each serve at once; more are closed at once",
@@ -86,7 +91,7 @@ internal static class HostCommands
 
         var run = new Command("run", "Run the host daemon in the foreground (logs to stdout; SIGTERM/SIGINT stop it cleanly)")
         {
-            data, disks, name, nbd, api, peer, raft, join, faultDomain, voters, heartbeat, replicaTimeout, resyncBandwidth, idleResyncBandwidth, repairDelay, scrubRate, orphanGrace, maxConnections, maxConnectionsPerAddress, faultInjection,
+            data, disks, name, nbd, api, peer, raft, join, faultDomain, voters, heartbeat, replicaTimeout, resyncBandwidth, idleResyncBandwidth, repairDelay, scrubRate, orphanGrace, diskRoots, maxConnections, maxConnectionsPerAddress, faultInjection,
         };
         run.SetAction((pr, ct) => Guarded.RunAsync(async () =>
         {
@@ -116,6 +121,7 @@ internal static class HostCommands
                         OrphanGrace = HostOptions.ParseDuration(pr.GetRequiredValue(orphanGrace), "--orphan-grace"),
                     },
                     EnableFaultInjection = pr.GetValue(faultInjection),
+                    DiskRoots = pr.GetValue(diskRoots) ?? [],
                     ConnectionLimits = new ConnectionLimits
                     {
                         MaxConnections = pr.GetValue(maxConnections),

@@ -41,9 +41,10 @@ public static class ConvergeHost
         PreferInlineSocketCompletions();
 
         var dataDirectory = Path.GetFullPath(options.DataDirectory);
+        FileModes.RestrictProcessUmask();
         try
         {
-            Directory.CreateDirectory(dataDirectory);
+            FileModes.CreatePrivateDirectory(dataDirectory);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {

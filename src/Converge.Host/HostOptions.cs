@@ -59,6 +59,12 @@ public sealed record HostOptions
     /// <summary>How often each disk flushes unflushed writes in the background.</summary>
     public TimeSpan BackgroundFlushInterval { get; init; } = TimeSpan.FromSeconds(1);
 
+    /// <summary>
+    /// Folders under which <c>disk add</c> (the API) may open or create disk files (--disk-root, repeatable); empty means
+    /// the data directory only. Disks given with --disk at start are the operator's own and are not limited.
+    /// </summary>
+    public IReadOnlyList<string> DiskRoots { get; init; } = [];
+
     /// <summary>Connections the NBD and peer ports each serve at once, in total and per client address (--max-connections, --max-connections-per-address).</summary>
     public ConnectionLimits ConnectionLimits { get; init; } = ConnectionLimits.Default;
 
@@ -103,6 +109,14 @@ public sealed record HostOptions
         if (ConnectionLimits.MaxConnectionsPerAddress < 1)
         {
             problems.Add($"--max-connections-per-address {ConnectionLimits.MaxConnectionsPerAddress}: it must be at least 1");
+        }
+
+        foreach (var root in DiskRoots)
+        {
+            if (string.IsNullOrWhiteSpace(root) || !System.IO.Path.IsPathFullyQualified(root))
+            {
+                problems.Add($"--disk-root '{root}': give an absolute folder path");
+            }
         }
 
         var seen = new HashSet<string>(StringComparer.Ordinal);
