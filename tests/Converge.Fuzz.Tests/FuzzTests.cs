@@ -5,7 +5,7 @@ namespace Converge.Fuzz.Tests;
 
 /// <summary>
 /// Every harness: the seed corpus replays without a crash, and a short fixed-seed mutation pass finds none.
-/// <c>CONVERGE_FUZZ_SECONDS</c> sets the pass length (default 10 s a harness; bench/fuzz.sh runs longer).
+/// <c>CONVERGE_FUZZ_SECONDS</c> sets the pass length (default 2 s a harness, besides AFL++ in AflFuzzTests; bench/fuzz.sh runs longer).
 /// </summary>
 public sealed class FuzzTests(ITestOutputHelper output)
 {
@@ -28,7 +28,7 @@ public sealed class FuzzTests(ITestOutputHelper output)
     [MemberData(nameof(Names))]
     public void Mutation_pass_finds_no_crash(string harness)
     {
-        var seconds = double.TryParse(Environment.GetEnvironmentVariable("CONVERGE_FUZZ_SECONDS"), NumberStyles.Float, CultureInfo.InvariantCulture, out var s) ? s : 10;
+        var seconds = double.TryParse(Environment.GetEnvironmentVariable("CONVERGE_FUZZ_SECONDS"), NumberStyles.Float, CultureInfo.InvariantCulture, out var s) ? s : 2;
         var randomSeed = int.TryParse(Environment.GetEnvironmentVariable("CONVERGE_FUZZ_SEED"), out var r) ? r : 17;
         var fuzzer = new MutationFuzzer(Harnesses.All[harness], [.. Corpus(harness).Select(c => c.Input)], randomSeed);
         var crash = fuzzer.Run(TimeSpan.FromSeconds(seconds));

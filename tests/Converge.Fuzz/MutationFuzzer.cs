@@ -1,11 +1,11 @@
 using System.Diagnostics;
 
-namespace Converge.Fuzz.Tests;
+namespace Converge.Fuzz;
 
 /// <summary>
 /// A small in-process mutation fuzzer (AFL-style havoc on the seed corpus: bit flips, interesting values, byte
-/// insertions and deletions, splices), deterministic for a given seed. It stands in for AFL++ with SharpFuzz, which
-/// was not wired up in this round (docs/security/limits-files-fuzzing.md).
+/// insertions and deletions, splices, JSON tokens), deterministic for a given seed: it needs no instrumentation and
+/// runs wherever the tests do, next to AFL++ (AflFuzzTests), which is coverage-guided.
 /// </summary>
 public sealed class MutationFuzzer(Action<byte[]> harness, IReadOnlyList<byte[]> seeds, int randomSeed)
 {

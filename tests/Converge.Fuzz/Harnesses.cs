@@ -7,7 +7,7 @@ using Converge.Coordinator.Peer;
 using Converge.Metadata;
 using Converge.Nbd.Protocol;
 
-namespace Converge.Fuzz.Tests;
+namespace Converge.Fuzz;
 
 /// <summary>
 /// One entry point per decoder, taking arbitrary bytes. A harness returns normally or throws a clean rejection
@@ -116,11 +116,15 @@ public static class Harnesses
         }
 
         _ = ClusterState.Empty.Apply(command);
-        _ = Initialized.Apply(command);
+
+        // Built at the first call, not in the type initializer: instrumented code must not run before SharpFuzz has
+        // set up its coverage map.
+        initialized ??= ClusterState.Empty.Apply(new InitializeCluster(
+            Guid.Parse("00000000-0000-0000-0000-000000000001"), "c1", "fuzz", DateTimeOffset.UnixEpoch, Placement.StoragePolicy.Default, 3)).State;
+        _ = initialized.Apply(command);
     }
 
-    private static readonly ClusterState Initialized = ClusterState.Empty.Apply(new InitializeCluster(
-        Guid.Parse("00000000-0000-0000-0000-000000000001"), "c1", "fuzz", DateTimeOffset.UnixEpoch, Placement.StoragePolicy.Default, 3)).State;
+    private static ClusterState? initialized;
 
     /// <summary>
     /// The first <paramref name="size"/> bytes (zero-padded); when the input is longer than a header, the header's CRC
