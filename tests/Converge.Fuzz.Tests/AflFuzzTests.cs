@@ -11,26 +11,42 @@ public sealed class AflFuzzTests(InstrumentedFuzzer fuzzer, ITestOutputHelper ou
 {
     public static TheoryData<string> Names => [.. Harnesses.All.Keys];
 
+    private static readonly Dictionary<string, string> AflEnvironment = new()
+    {
+        ["AFL_SKIP_BIN_CHECK"] = "1",       // the target is dotnet, not an afl-instrumented binary
+        ["AFL_NO_UI"] = "1",
+        ["AFL_SKIP_CPUFREQ"] = "1",
+        ["AFL_NO_AFFINITY"] = "1",          // a shared machine: no core of its own
+        ["AFL_I_DONT_CARE_ABOUT_MISSING_CRASHES"] = "1", // core_pattern is the system's business
+        ["AFL_NO_CRASH_README"] = "1",
+    };
+
+    /// <summary>The setup can fail: a seed that crashes the self-check target is reported as a crash.</summary>
+    [Fact]
+    public async Task Afl_reports_a_crashing_input()
+    {
+        var seeds = Path.Combine(fuzzer.Work, "self-check-seeds");
+        Directory.CreateDirectory(seeds);
+        await File.WriteAllTextAsync(Path.Combine(seeds, "boom"), "boom");
+        var result = await Tool.RunAsync(
+            "afl-fuzz",
+            ["-i", seeds, "-o", Path.Combine(fuzzer.Work, "out-self-check"), "-t", "5000", "-V", "5", "--", "dotnet", fuzzer.Entry, "self-check"],
+            TimeSpan.FromMinutes(2),
+            AflEnvironment);
+        Assert.True((result.Stdout + result.Stderr).Contains("results in a crash", StringComparison.Ordinal), $"afl-fuzz did not report the crashing seed\n{result}");
+    }
+
     [Theory]
     [MemberData(nameof(Names))]
     public async Task Afl_pass_finds_no_crash_or_hang(string harness)
     {
         var seconds = int.TryParse(Environment.GetEnvironmentVariable("CONVERGE_AFL_SECONDS"), out var s) ? s : 12;
         var findings = Path.Combine(fuzzer.Work, "out-" + harness);
-        var environment = new Dictionary<string, string>
-        {
-            ["AFL_SKIP_BIN_CHECK"] = "1",       // the target is dotnet, not an afl-instrumented binary
-            ["AFL_NO_UI"] = "1",
-            ["AFL_SKIP_CPUFREQ"] = "1",
-            ["AFL_NO_AFFINITY"] = "1",          // a shared machine: no core of its own
-            ["AFL_I_DONT_CARE_ABOUT_MISSING_CRASHES"] = "1", // core_pattern is the system's business
-            ["AFL_NO_CRASH_README"] = "1",
-        };
         var result = await Tool.RunAsync(
             "afl-fuzz",
             ["-i", Path.Combine(fuzzer.Directory, "corpus", harness), "-o", findings, "-t", "5000", "-V", seconds.ToString(CultureInfo.InvariantCulture), "--", "dotnet", fuzzer.Entry, harness],
             TimeSpan.FromSeconds(seconds + 120),
-            environment);
+            AflEnvironment);
         var statsPath = Path.Combine(findings, "default", "fuzzer_stats");
         Assert.True(File.Exists(statsPath), $"afl-fuzz did not run (is afl++ installed?)\n{result}");
         var stats = File.ReadLines(statsPath)

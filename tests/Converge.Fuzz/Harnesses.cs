@@ -21,6 +21,7 @@ public static class Harnesses
         ["peer-reply"] = PeerReply,
         ["peer-payload"] = PeerPayload,
         ["nbd-request"] = NbdRequestHeader,
+        ["nbd-meta-context"] = NbdMetaContext,
         ["metadata-command"] = MetadataCommandJson,
     };
 
@@ -105,6 +106,27 @@ public static class Harnesses
             throw new InvalidOperationException("an NBD request header does not round-trip");
         }
     }
+
+    /// <summary>
+    /// The payload of NBD_OPT_LIST_META_CONTEXT / NBD_OPT_SET_META_CONTEXT: the only option parser the handshake has as
+    /// a function of its own (the others parse inline in methods that need a connection; see
+    /// docs/security/limits-files-fuzzing.md). Private to <c>NbdHandshake</c>, so reached by reflection.
+    /// </summary>
+    public static void NbdMetaContext(byte[] input)
+    {
+        metaContextParser ??= (typeof(NbdRequest).Assembly.GetType("Converge.Nbd.NbdHandshake")
+                ?.GetMethod("TryParseMetaContextRequest", BindingFlags.NonPublic | BindingFlags.Static)
+            ?? throw new InvalidOperationException("NbdHandshake.TryParseMetaContextRequest is gone; update the nbd-meta-context harness"))
+            .CreateDelegate<MetaContextParser>();
+        if (metaContextParser(input, out var exportName, out var queries) && (exportName is null || queries is null || queries.Any(q => q is null)))
+        {
+            throw new InvalidOperationException("a parsed meta context request has null parts");
+        }
+    }
+
+    private delegate bool MetaContextParser(byte[] data, out string exportName, out List<string> queries);
+
+    private static MetaContextParser? metaContextParser;
 
     /// <summary>A metadata command as a log entry carries it: decoded, then applied to an empty and to an initialized state.</summary>
     public static void MetadataCommandJson(byte[] input)

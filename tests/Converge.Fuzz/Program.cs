@@ -9,8 +9,23 @@ namespace Converge.Fuzz;
 /// </summary>
 internal static class Program
 {
+    public const string SelfCheck = "self-check";
+
     public static int Main(string[] args)
     {
+        if (args.Length > 0 && args[0] == SelfCheck)
+        {
+            // Proves the AFL++ setup reports a crash: an input starting with "boom" throws an unexpected exception.
+            Fuzzer.OutOfProcess.Run(stream =>
+            {
+                if (stream.ReadByte() == 'b' && stream.ReadByte() == 'o' && stream.ReadByte() == 'o' && stream.ReadByte() == 'm')
+                {
+                    throw new InvalidOperationException("self-check crash");
+                }
+            });
+            return 0;
+        }
+
         if (args.Length == 0 || !Harnesses.All.TryGetValue(args[0], out var harness))
         {
             Console.Error.WriteLine($"usage: Converge.Fuzz HARNESS [FILE...]; harnesses: {string.Join(", ", Harnesses.All.Keys)}");
