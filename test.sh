@@ -18,6 +18,7 @@ command -v nbdkit >/dev/null 2>&1 || missing+=(nbdkit)
 command -v fio >/dev/null 2>&1 || missing+=(fio)
 { command -v nbdsh >/dev/null 2>&1 && /usr/bin/python3 -c 'import nbd' >/dev/null 2>&1; } || missing+=(python3-libnbd)
 [ -x /usr/bin/chromium ] || missing+=(chromium)  # the web UI tests drive a real headless Chromium
+command -v afl-fuzz >/dev/null 2>&1 || missing+=(afl++)  # the fuzz tests run AFL++ on SharpFuzz-instrumented harnesses
 if ((${#missing[@]})); then
   echo "test.sh: installing ${missing[*]}"
   sudo=""
@@ -27,6 +28,7 @@ if ((${#missing[@]})); then
 fi
 
 # --- build ------------------------------------------------------------------------------------------------------
+dotnet tool restore >/dev/null  # .config/dotnet-tools.json: sharpfuzz, which instruments the fuzz harnesses
 echo "test.sh: building Converge.sln (Release)"
 dotnet build Converge.sln -c Release -nologo -v quiet -clp:ErrorsOnly
 

@@ -85,6 +85,21 @@ internal static class HostCommands
             Description = "A Host header value the API answers (a DNS name clients use), besides loopback names and its bound address (repeatable)",
             AllowMultipleArgumentsPerToken = false,
         };
+        var diskRoots = new Option<string[]>("--disk-root")
+        {
+            Description = "Folder under which 'disk add' may open or create disk files (default: the data directory). Repeatable.",
+            AllowMultipleArgumentsPerToken = false,
+        };
+        var maxConnections = new Option<int>("--max-connections")
+        {
+            Description = "Connections the NBD port (and the peer port) each serve at once; more are closed at once",
+            DefaultValueFactory = _ => ConnectionLimits.Default.MaxConnections,
+        };
+        var maxConnectionsPerAddress = new Option<int>("--max-connections-per-address")
+        {
+            Description = "Connections the NBD port (and the peer port) each serve at once from one client IP address",
+            DefaultValueFactory = _ => ConnectionLimits.Default.MaxConnectionsPerAddress,
+        };
         var faultInjection = new Option<bool>("--enable-fault-injection") { Description = "Testing only: enable /internal/v1/test endpoints that inject faults" };
 
         var nbdTls = new Option<string>("--nbd-tls")
@@ -106,6 +121,7 @@ internal static class HostCommands
             data, disks, name, nbd, api, peer, raft, rpc, join, joinToken, faultDomain, voters, heartbeat, replicaTimeout, resyncBandwidth, idleResyncBandwidth, repairDelay, scrubRate, orphanGrace, faultInjection,
             apiTlsCert, apiTlsKey, apiAnonymousRead, apiAllowedHost,
             nbdTls, nbdTlsCert, nbdTlsKey, nbdTlsCa, nbdAllow,
+            diskRoots, maxConnections, maxConnectionsPerAddress,
         };
         run.SetAction((pr, ct) => Guarded.RunAsync(async () =>
         {
@@ -146,6 +162,12 @@ internal static class HostCommands
                     NbdTlsKey = pr.GetValue(nbdTlsKey),
                     NbdTlsCa = pr.GetValue(nbdTlsCa),
                     NbdAllow = pr.GetValue(nbdAllow) ?? [],
+                    DiskRoots = pr.GetValue(diskRoots) ?? [],
+                    ConnectionLimits = new ConnectionLimits
+                    {
+                        MaxConnections = pr.GetValue(maxConnections),
+                        MaxConnectionsPerAddress = pr.GetValue(maxConnectionsPerAddress),
+                    },
                 };
                 options.Validate();
             }

@@ -25,6 +25,12 @@ public static class ConvergeHost
     public const string PidFileName = "host.pid";
     public const string LockFileName = "host.lock";
 
+    /// <summary>Connections the management API serves at once (Kestrel's MaxConcurrentConnections).</summary>
+    public const int ApiMaxConnections = 256;
+
+    /// <summary>Largest request body the management API reads; more gets 413.</summary>
+    public const long ApiMaxRequestBodyBytes = 1024 * 1024;
+
     /// <summary>Runs until stopped. Returns 0 after a clean shutdown, 1 when the host could not start (the reason is logged).</summary>
     /// <exception cref="HostOptionsException">The options are invalid.</exception>
     /// <exception cref="HostStartException">The data directory cannot be created (nothing is logged yet).</exception>
@@ -35,9 +41,10 @@ public static class ConvergeHost
         PreferInlineSocketCompletions();
 
         var dataDirectory = Path.GetFullPath(options.DataDirectory);
+        FileModes.RestrictProcessUmask();
         try
         {
-            Directory.CreateDirectory(dataDirectory);
+            FileModes.CreatePrivateDirectory(dataDirectory);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
@@ -90,17 +97,33 @@ public static class ConvergeHost
         {
             // The peer data port runs on its own sockets, not Kestrel (see PeerListener); started and stopped with the app.
             builder.Services.AddHostedService(sp => new PeerListener(
-                options.PeerEndPoint!, sp.GetRequiredService<IPeerRequestHandler>(), sp.GetRequiredService<ILogger<PeerListener>>()));
+                options.PeerEndPoint!, sp.GetRequiredService<IPeerRequestHandler>(), sp.GetRequiredService<ILogger<PeerListener>>())
+            {
+                Limits = options.ConnectionLimits,
+                Logger = sp.GetRequiredService<ILogger<PeerListener>>(),
+                Time = options.Time,
+            });
         }
 
         // NBD runs on its own sockets too (see NbdListener). Registered after the peer listener, so it stops first: the
         // NBD requests still in flight at shutdown may need the peers to finish their replicated writes.
         builder.Services.AddHostedService(sp => new NbdHostedListener(new NbdListener(
-            options.NbdEndPoint, sp.GetRequiredService<INbdExportCatalog>(), sp.GetRequiredService<NbdServerOptions>(), sp.GetRequiredService<ILogger<NbdListener>>())));
+            options.NbdEndPoint, sp.GetRequiredService<INbdExportCatalog>(), sp.GetRequiredService<NbdServerOptions>(), sp.GetRequiredService<ILogger<NbdListener>>())
+        {
+            Limits = options.ConnectionLimits,
+            Time = options.Time,
+        }));
 
         builder.WebHost.ConfigureKestrel(k =>
         {
             k.AddServerHeader = false;
+
+            // The API takes small JSON bodies from operators; a client must not hold connections or memory open-ended.
+            k.Limits.MaxConcurrentConnections = ApiMaxConnections;
+            k.Limits.MaxConcurrentUpgradedConnections = ApiMaxConnections;
+            k.Limits.MaxRequestBodySize = ApiMaxRequestBodyBytes;
+            k.Limits.RequestHeadersTimeout = TimeSpan.FromSeconds(10);
+            k.Limits.KeepAliveTimeout = TimeSpan.FromSeconds(60);
             k.Listen(options.ApiEndPoint, l =>
             {
                 l.Protocols = HttpProtocols.Http1;

@@ -295,6 +295,7 @@ internal sealed class HostInventory : INbdExportCatalog, IAsyncDisposable
 
         long? bytes = size is null ? null : ParseSize(size);
         var fullPath = Path.GetFullPath(path);
+        CheckUnderDiskRoot(fullPath);
         await mutation.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
         {
@@ -336,6 +337,48 @@ internal sealed class HostInventory : INbdExportCatalog, IAsyncDisposable
         {
             mutation.Release();
         }
+    }
+
+    /// <summary>The folders <c>disk add</c> may use: --disk-root, else the data directory.</summary>
+    private IReadOnlyList<string> DiskRoots =>
+        options.DiskRoots.Count == 0 ? [dataDirectory] : [.. options.DiskRoots.Select(r => Path.TrimEndingDirectorySeparator(Path.GetFullPath(r)))];
+
+    /// <summary>
+    /// <c>disk add</c> takes a path from the API, so it must stay where the operator allowed: under a disk root, with
+    /// no symbolic link on the way below the root, and not a link itself. The store then opens the file with
+    /// O_NOFOLLOW (a link swapped in after this check fails the open); a folder swapped for a link between this check
+    /// and the open is not caught, which needs write access to a folder under the root.
+    /// </summary>
+    private void CheckUnderDiskRoot(string fullPath)
+    {
+        var roots = DiskRoots;
+        var root = roots.FirstOrDefault(r => IsUnder(r, fullPath));
+        if (root is null)
+        {
+            throw new HostOperationException(
+                HostErrorKind.Invalid,
+                $"disk path {fullPath} is outside the disk roots ({string.Join(", ", roots)}); put the disk file under one, or start the host with --disk-root");
+        }
+
+        var current = root;
+        foreach (var part in Path.GetRelativePath(root, fullPath).Split(Path.DirectorySeparatorChar))
+        {
+            current = Path.Combine(current, part);
+            FileSystemInfo entry = Directory.Exists(current) ? new DirectoryInfo(current) : new FileInfo(current);
+            if (entry.LinkTarget is not null)
+            {
+                throw new HostOperationException(
+                    HostErrorKind.Invalid,
+                    $"disk path {fullPath}: {current} is a symbolic link (to {entry.LinkTarget}); give the real path");
+            }
+        }
+    }
+
+    private static bool IsUnder(string root, string fullPath)
+    {
+        var relative = Path.GetRelativePath(root, fullPath);
+        return relative != "." && !Path.IsPathRooted(relative) && relative != ".." &&
+            !relative.StartsWith(".." + Path.DirectorySeparatorChar, StringComparison.Ordinal);
     }
 
     public IReadOnlyList<NbdExportInfo> ListExports() =>

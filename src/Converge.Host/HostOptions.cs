@@ -151,6 +151,15 @@ public sealed record HostOptions
         }
     }
 
+    /// <summary>
+    /// Folders under which <c>disk add</c> (the API) may open or create disk files (--disk-root, repeatable); empty means
+    /// the data directory only. Disks given with --disk at start are the operator's own and are not limited.
+    /// </summary>
+    public IReadOnlyList<string> DiskRoots { get; init; } = [];
+
+    /// <summary>Connections the NBD and peer ports each serve at once, in total and per client address (--max-connections, --max-connections-per-address).</summary>
+    public ConnectionLimits ConnectionLimits { get; init; } = ConnectionLimits.Default;
+
     /// <summary>Parses a duration such as <c>5s</c>, <c>500ms</c>, <c>2m</c>, <c>1h</c> or plain seconds.</summary>
     public static TimeSpan ParseDuration(string text, string option)
     {
@@ -182,6 +191,24 @@ public sealed record HostOptions
         if (Name is not null && !NameRules.IsValid(Name, out var nameError))
         {
             problems.Add($"host {nameError}");
+        }
+
+        if (ConnectionLimits.MaxConnections < 1)
+        {
+            problems.Add($"--max-connections {ConnectionLimits.MaxConnections}: it must be at least 1");
+        }
+
+        if (ConnectionLimits.MaxConnectionsPerAddress < 1)
+        {
+            problems.Add($"--max-connections-per-address {ConnectionLimits.MaxConnectionsPerAddress}: it must be at least 1");
+        }
+
+        foreach (var root in DiskRoots)
+        {
+            if (string.IsNullOrWhiteSpace(root) || !System.IO.Path.IsPathFullyQualified(root))
+            {
+                problems.Add($"--disk-root '{root}': give an absolute folder path");
+            }
         }
 
         var seen = new HashSet<string>(StringComparer.Ordinal);

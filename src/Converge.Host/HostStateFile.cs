@@ -53,7 +53,19 @@ internal static class HostStateFile
     {
         var path = Path.Combine(dataDirectory, FileName);
         var temp = path + ".tmp";
-        await using (var stream = new FileStream(temp, FileMode.Create, FileAccess.Write, FileShare.None, 4096, FileOptions.Asynchronous))
+        var fileOptions = new FileStreamOptions
+        {
+            Mode = FileMode.Create,
+            Access = FileAccess.Write,
+            Share = FileShare.None,
+            Options = FileOptions.Asynchronous,
+        };
+        if (!OperatingSystem.IsWindows())
+        {
+            fileOptions.UnixCreateMode = FileModes.PrivateFile;
+        }
+
+        await using (var stream = new FileStream(temp, fileOptions))
         {
             await JsonSerializer.SerializeAsync(stream, state, HostStateJsonContext.Default.HostState, cancellationToken).ConfigureAwait(false);
             await stream.FlushAsync(cancellationToken).ConfigureAwait(false);

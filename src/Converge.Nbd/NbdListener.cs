@@ -28,6 +28,7 @@ public sealed class NbdListener : SocketListener
         _catalog = catalog;
         _options = options;
         _logger = logger;
+        Logger = logger;
     }
 
     protected override void OnAcceptFailed(SocketException exception) => Log.AcceptFailed(_logger, exception.Message);

@@ -16,7 +16,8 @@ namespace Converge.Nbd;
 /// synchronously (page-cache I/O) is answered in the reader's batch: its reply is queued, and the queue goes out in
 /// one send when the reader has parsed everything that arrived, just before it blocks on the socket again. Replies of
 /// requests that complete later are sent by the thread that completes them. <see cref="InFlightLimiter"/> stops the
-/// reader when too much is outstanding.
+/// reader when too much is outstanding: a request holds its slot and bytes until its reply has been sent (not merely
+/// queued), so a client that sends requests but never reads the replies stops being read instead of growing the queue.
 /// </summary>
 internal sealed class NbdTransmission
 {
@@ -70,7 +71,9 @@ internal sealed class NbdTransmission
         }
         finally
         {
-            // Spec (NBD_CMD_DISC): outstanding requests MUST be handled before the connection closes.
+            // Spec (NBD_CMD_DISC): outstanding requests MUST be handled before the connection closes. Replies the reader
+            // queued go out first: their requests hold their slots until sent.
+            await SendQueuedAsync();
             await _limiter.WaitIdleAsync();
             await DrainAsync();
             ArrayPool<byte>.Shared.Return(_send);
@@ -249,27 +252,32 @@ internal sealed class NbdTransmission
         Finish(request, payload, outcome, startTimestamp, send: true);
     }
 
-    /// <summary>Queues the reply (handing its buffer to the send queue), then releases everything the request holds.</summary>
+    /// <summary>
+    /// Queues the reply (handing its buffer and the request's in-flight slot to the send queue, which releases them once
+    /// it is sent), and returns the WRITE payload.
+    /// </summary>
     private void Finish(NbdRequest request, byte[]? payload, Outcome outcome, long startTimestamp, bool send)
     {
         Return(payload);
-        var reply = outcome.Reply;
+        var held = AccountedBytes(request);
+        var reply = outcome.Reply with { Held = held };
+        bool queued;
         lock (_gate)
         {
-            if (!_sendFailed)
+            queued = !_sendFailed;
+            if (queued)
             {
                 _queued.Add(reply);
-                reply = default;
             }
         }
 
-        if (reply.Payload is not null)
+        if (!queued)
         {
             // The connection is gone; the reply is dropped.
-            ArrayPool<byte>.Shared.Return(reply.Payload);
+            Return(reply.Payload);
+            _limiter.Release(held);
         }
 
-        _limiter.Release(AccountedBytes(request));
         NbdMetrics.RequestCompleted(request.Command, outcome.Bytes, outcome.Reply.Error, _options.Time.GetElapsedTime(startTimestamp));
         if (send)
         {
@@ -661,10 +669,8 @@ internal sealed class NbdTransmission
 
             foreach (var queued in batch)
             {
-                if (queued.Payload is not null)
-                {
-                    ArrayPool<byte>.Shared.Return(queued.Payload);
-                }
+                Return(queued.Payload);
+                _limiter.Release(queued.Held);
             }
 
             batch.Clear();
@@ -676,10 +682,8 @@ internal sealed class NbdTransmission
                     _sendFailed = true;
                     foreach (var queued in _queued)
                     {
-                        if (queued.Payload is not null)
-                        {
-                            ArrayPool<byte>.Shared.Return(queued.Payload);
-                        }
+                        Return(queued.Payload);
+                        _limiter.Release(queued.Held);
                     }
 
                     _queued.Clear();
@@ -815,8 +819,14 @@ internal sealed class NbdTransmission
         Error,
     }
 
-    /// <summary>A reply waiting to be sent; owns <see cref="Payload"/> (pooled) until it has gone out.</summary>
-    private readonly record struct QueuedReply(ulong Handle, ReplyKind Kind, NbdError Error, ulong Offset, byte[]? Payload, int Length, string? Message);
+    /// <summary>
+    /// A reply waiting to be sent; owns <see cref="Payload"/> (pooled) and its request's in-flight slot of
+    /// <see cref="Held"/> bytes until it has gone out.
+    /// </summary>
+    private readonly record struct QueuedReply(ulong Handle, ReplyKind Kind, NbdError Error, ulong Offset, byte[]? Payload, int Length, string? Message)
+    {
+        public long Held { get; init; }
+    }
 
     /// <summary>What a request produced: its reply, and the bytes it moved (for metrics).</summary>
     private readonly record struct Outcome(QueuedReply Reply, long Bytes)

@@ -40,7 +40,7 @@ public sealed partial class StoreDisk
         SafeFileHandle handle;
         try
         {
-            handle = File.OpenHandle(path, FileMode.Open, FileAccess.ReadWrite, FileShare.None);
+            handle = Native.OpenDiskFile(path, createNew: false);
         }
         catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException)
         {

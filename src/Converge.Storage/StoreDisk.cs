@@ -107,18 +107,50 @@ public sealed partial class StoreDisk : IAsyncDisposable
         }
     }
 
+    /// <summary>
+    /// Creates the file 0600, or opens an existing empty one (made 0600 too); never through a symbolic link, and never
+    /// a file with data in it.
+    /// </summary>
+    private static SafeFileHandle OpenForFormat(string path)
+    {
+        try
+        {
+            return Native.OpenDiskFile(path, createNew: true);
+        }
+        catch (IOException) when (File.Exists(path) || new FileInfo(path).LinkTarget is not null)
+        {
+            // Exists (or is a link, which the no-follow open below refuses): an empty file is formatted in place.
+        }
+
+        var handle = Native.OpenDiskFile(path, createNew: false);
+        try
+        {
+            var length = RandomAccess.GetLength(handle);
+            if (length > 0)
+            {
+                throw new IOException($"refusing to format {path}: the file exists and is not empty ({ByteSize.Format(length)})");
+            }
+
+            if (!OperatingSystem.IsWindows())
+            {
+                File.SetUnixFileMode(handle, Native.DiskFileMode);
+            }
+
+            return handle;
+        }
+        catch
+        {
+            handle.Dispose();
+            throw;
+        }
+    }
+
     public static async Task<StoreDisk> FormatAsync(string path, long sizeBytes, StoreDiskOptions options, CancellationToken ct)
     {
         ArgumentNullException.ThrowIfNull(path);
         ArgumentNullException.ThrowIfNull(options);
         var layout = Layout.Compute(sizeBytes, options.LogBytes);
-        var info = new FileInfo(path);
-        if (info.Exists && info.Length > 0)
-        {
-            throw new IOException($"refusing to format {path}: the file exists and is not empty ({ByteSize.Format(info.Length)})");
-        }
-
-        using (var handle = File.OpenHandle(path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None))
+        using (var handle = OpenForFormat(path))
         {
             RandomAccess.SetLength(handle, sizeBytes);
             var (image, length) = CheckpointImage.Serialize([], 0);

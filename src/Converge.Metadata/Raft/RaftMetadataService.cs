@@ -63,6 +63,10 @@ public sealed class RaftMetadataService : IMetadataService
     public IReadOnlyList<string> Voters =>
         cluster is { } c ? [.. c.Members.Select(m => Format(m.EndPoint)!).Order(StringComparer.Ordinal)] : [];
 
+    private static DirectoryInfo CreatePrivateDirectory(string path) => OperatingSystem.IsWindows()
+        ? Directory.CreateDirectory(path)
+        : Directory.CreateDirectory(path, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+
     public async Task StartAsync(CancellationToken ct)
     {
         if (Interlocked.CompareExchange(ref lifecycle, 1, 0) != 0)
@@ -70,9 +74,10 @@ public sealed class RaftMetadataService : IMetadataService
             throw new InvalidOperationException("the metadata service was already started");
         }
 
-        var root = Directory.CreateDirectory(options.DataDirectory);
-        var snapshots = root.CreateSubdirectory("snapshots");
-        var walDirectory = root.CreateSubdirectory("wal");
+        // The metadata names every disk and holds the cluster's secrets: the owner's only.
+        var root = CreatePrivateDirectory(options.DataDirectory);
+        var snapshots = CreatePrivateDirectory(Path.Combine(root.FullName, "snapshots"));
+        var walDirectory = CreatePrivateDirectory(Path.Combine(root.FullName, "wal"));
 
         // The state machine restores its newest snapshot before the log is built: the log replays from there.
         stateMachine = new MetadataStateMachine(snapshots, options.SnapshotInterval, OnApplied, logger);
