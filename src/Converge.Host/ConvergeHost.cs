@@ -96,8 +96,10 @@ public static class ConvergeHost
         if (options.IsCluster)
         {
             // The peer data port runs on its own sockets, not Kestrel (see PeerListener); started and stopped with the app.
+            // Mutual TLS on cluster certificates: a connection without a valid one is refused before any request is read.
             builder.Services.AddHostedService(sp => new PeerListener(
-                options.PeerEndPoint!, sp.GetRequiredService<IPeerRequestHandler>(), sp.GetRequiredService<ILogger<PeerListener>>())
+                options.PeerEndPoint!, sp.GetRequiredService<IPeerRequestHandler>(), sp.GetRequiredService<ILogger<PeerListener>>(),
+                ClusterTls.PeerServerOptions(() => sp.GetRequiredService<ClusterNode>().IdentityIfLoaded), time: options.Time)
             {
                 Limits = options.ConnectionLimits,
                 Logger = sp.GetRequiredService<ILogger<PeerListener>>(),

@@ -53,7 +53,7 @@ internal static class ManagementApi
             }
         });
 
-        ApiSecurity.UseHostFiltering(app);
+        ApiSecurity.UseHostFiltering(app, app.Services.GetRequiredService<HostOptions>());
         ManagementEndpoints.UseClockHeader(app);
         var cluster = app.Services.GetService<ClusterNode>();
         if (cluster is not null)

@@ -56,13 +56,17 @@ internal sealed class ClusterNode : INbdExportCatalog, IPeerRequestHandler, IAsy
         RaftEndpoint = HostInventory.FormatEndPoint(options.RaftEndPoint!);
         RpcUrl = "https://" + HostInventory.FormatEndPoint(options.RpcEndPoint!);
         http = ClusterTls.NewClient(() => identity, TimeSpan.FromSeconds(30));
+        Peers = new PeerClients(() => identity);
     }
 
     public ILogger Logger { get; }
 
     public LocalComponents Local { get; }
 
-    public PeerClients Peers { get; } = new();
+    public PeerClients Peers { get; }
+
+    /// <summary>This host's identity, or null before the cluster identity is loaded (founded or joined).</summary>
+    public HostIdentity? IdentityIfLoaded => identity;
 
     /// <summary>The resyncs, rebuilds and repairs this host runs (as coordinator), with their progress.</summary>
     public ResyncTracker Resyncs { get; }

@@ -1,6 +1,7 @@
 using System.Net.Security;
 using System.Security.Authentication;
 using System.Security.Cryptography.X509Certificates;
+using Converge.Common.Transport;
 using Converge.Security;
 
 namespace Converge.Host.Cluster;
@@ -46,4 +47,33 @@ internal static class ClusterTls
         // Refused in the handshake, before any request is read: no certificate, another CA's, or a revoked one.
         RemoteCertificateValidationCallback = join ? null : (_, certificate, _, _) => identity.Validator.Validate(certificate, out _),
     };
+
+    /// <summary>
+    /// The peer data port's TLS: the host certificate, a client certificate required and validated like the RPC
+    /// listener's. The identity is read at each handshake: on a joining host it exists only once the join is done,
+    /// after the listener was made, and its validator is replaced once the revoked list is attached.
+    /// </summary>
+    public static SslServerAuthenticationOptions PeerServerOptions(Func<HostIdentity?> identity) => new()
+    {
+        ServerCertificateSelectionCallback = (_, _) => identity()?.Certificate!,
+        EnabledSslProtocols = SslProtocols.Tls13 | SslProtocols.Tls12,
+        CertificateRevocationCheckMode = X509RevocationMode.NoCheck,
+        ClientCertificateRequired = true,
+        RemoteCertificateValidationCallback = (_, certificate, _, _) => identity() is { } id && id.Validator.Validate(certificate, out _),
+        CipherSuitesPolicy = TlsCredentials.CipherSuites,
+    };
+
+    /// <summary>A peer connection's TLS: presents this host's certificate and accepts only a valid cluster certificate.</summary>
+    public static SslClientAuthenticationOptions PeerClientOptions(Func<HostIdentity?> identity) => new()
+    {
+        TargetHost = PeerServerName,
+        EnabledSslProtocols = SslProtocols.Tls13 | SslProtocols.Tls12,
+        CertificateRevocationCheckMode = X509RevocationMode.NoCheck,
+        LocalCertificateSelectionCallback = (_, _, _, _, _) => identity()?.Certificate!,
+        RemoteCertificateValidationCallback = (_, certificate, _, _) => identity() is { } id && id.Validator.Validate(certificate, out _),
+        CipherSuitesPolicy = TlsCredentials.CipherSuites,
+    };
+
+    /// <summary>Server name a peer client sends (hosts are addressed by IP; the name is not checked).</summary>
+    public const string PeerServerName = "converge-peer";
 }

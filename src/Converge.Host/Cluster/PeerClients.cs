@@ -7,13 +7,15 @@ using Converge.Coordinator.Peer;
 namespace Converge.Host.Cluster;
 
 /// <summary>One multiplexed <see cref="PeerClient"/> per peer endpoint, shared by coordinators, proxies and management.</summary>
-internal sealed class PeerClients : IAsyncDisposable
+internal sealed class PeerClients(Func<Converge.Security.HostIdentity?> identity) : IAsyncDisposable
 {
+    private readonly System.Net.Security.SslClientAuthenticationOptions tls = ClusterTls.PeerClientOptions(identity);
+
     public static readonly TimeSpan StatsTimeout = TimeSpan.FromSeconds(2);
     private readonly ConcurrentDictionary<string, PeerClient> clients = new(StringComparer.Ordinal);
 
     public PeerClient Get(string endpoint) =>
-        clients.GetOrAdd(endpoint, static e => new PeerClient(IPEndPoint.Parse(e), TimeSpan.FromSeconds(2)));
+        clients.GetOrAdd(endpoint, static (e, tls) => new PeerClient(IPEndPoint.Parse(e), TimeSpan.FromSeconds(2), tls), tls);
 
     /// <summary>The disks of a peer with their usage; null when it does not answer within 2 s.</summary>
     public async Task<IReadOnlyList<PeerDiskStats>?> TryDiskStatsAsync(string endpoint, CancellationToken cancellationToken)

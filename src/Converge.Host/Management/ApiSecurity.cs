@@ -33,11 +33,6 @@ internal static class ApiSecurity
             .AddScheme<Microsoft.AspNetCore.Authentication.AuthenticationSchemeOptions, TokenAuthenticationHandler>(TokenAuthenticationHandler.SchemeName, null);
         services.AddAuthorizationBuilder()
             .AddPolicy(ApiAccess.Policy, p => p.AddRequirements(new ApiAccess(options.ApiAnonymousReadEffective)));
-        services.AddHostFiltering(o =>
-        {
-            o.AllowedHosts = AllowedHosts(options);
-            o.IncludeFailureMessage = false;
-        });
     }
 
     /// <summary>Loopback names and addresses, the bound address (every local address for a wildcard bind) and <c>--api-allowed-host</c>.</summary>
@@ -62,8 +57,31 @@ internal static class ApiSecurity
         return [.. hosts.Distinct(StringComparer.OrdinalIgnoreCase)];
     }
 
-    /// <summary>Before routing: refuse a Host header that is not this API's (DNS rebinding).</summary>
-    public static void UseHostFiltering(WebApplication app) => app.UseHostFiltering();
+    /// <summary>
+    /// Before routing: refuse a Host header that is not this API's (DNS rebinding). Only on the API port: the host RPC
+    /// listener trusts client certificates, not names, and a joining host sends the server name <c>converge-join</c>.
+    /// </summary>
+    /// <remarks>
+    /// Not ASP.NET's AddHostFiltering: its options also feed the host-filtering startup filter that the web host puts
+    /// in front of every listener, the RPC one included.
+    /// </remarks>
+    public static void UseHostFiltering(WebApplication app, HostOptions options)
+    {
+        var allowed = new HashSet<string>(AllowedHosts(options), StringComparer.OrdinalIgnoreCase);
+        app.UseWhen(
+            context => options.RpcEndPoint is not { } rpc || context.Connection.LocalPort != rpc.Port,
+            api => api.Use(async (context, next) =>
+            {
+                var host = context.Request.Host;
+                if (host.HasValue && !allowed.Contains(host.Host) && !allowed.Contains($"[{host.Host}]"))
+                {
+                    context.Response.StatusCode = StatusCodes.Status400BadRequest;
+                    return;
+                }
+
+                await next(context).ConfigureAwait(false);
+            }));
+    }
 
     /// <summary>After routing: authentication, the policy, then the browser-safety checks of changes.</summary>
     public static void UseAccessChecks(WebApplication app)
