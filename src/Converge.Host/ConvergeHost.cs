@@ -52,7 +52,7 @@ public static class ConvergeHost
         }
 
         // Read before anything starts, so that bad PEM files stop the host with a clear message.
-        using var apiCertificate = options.ApiTls ? ApiSecurity.LoadCertificate(options) : null;
+        using var apiCertificate = options.ApiTlsCertificatePath is not null ? ApiSecurity.LoadCertificate(options) : null;
         var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions
         {
             // No config reload: its file watcher sits on the content root (the data directory), and inotify then
@@ -129,9 +129,17 @@ public static class ConvergeHost
             k.Listen(options.ApiEndPoint, l =>
             {
                 l.Protocols = HttpProtocols.Http1;
-                if (options.ApiTls)
+                if (apiCertificate is not null)
                 {
-                    l.UseHttps(apiCertificate!);
+                    l.UseHttps(apiCertificate);
+                }
+                else if (options.ApiUsesClusterCertificate)
+                {
+                    // Read per handshake: the founder makes its certificate, and a joining host gets it, after Kestrel is set up.
+                    l.UseHttps(new Microsoft.AspNetCore.Server.Kestrel.Https.HttpsConnectionAdapterOptions
+                    {
+                        ServerCertificateSelector = (_, _) => k.ApplicationServices.GetRequiredService<ClusterNode>().IdentityIfLoaded?.Certificate,
+                    });
                 }
             });
             if (options.IsCluster)

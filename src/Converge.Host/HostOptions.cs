@@ -62,7 +62,14 @@ public sealed record HostOptions
 
     public bool ApiIsLoopback => IPAddress.IsLoopback(ApiEndPoint.Address);
 
-    public bool ApiTls => ApiTlsCertificatePath is not null;
+    /// <summary>
+    /// HTTPS on the API: with <c>--api-tls-cert</c>, or, in cluster mode, with the host's cluster certificate whenever
+    /// the API is bound beyond loopback (clients trust the cluster CA, <c>DATA/tls/ca.crt</c>).
+    /// </summary>
+    public bool ApiTls => ApiTlsCertificatePath is not null || ApiUsesClusterCertificate;
+
+    /// <summary>Cluster mode, API beyond loopback, no <c>--api-tls-cert</c>: HTTPS with the host's cluster certificate.</summary>
+    public bool ApiUsesClusterCertificate => ApiTlsCertificatePath is null && IsCluster && !ApiIsLoopback;
 
     public bool ApiAnonymousReadEffective => ApiAnonymousRead ?? ApiIsLoopback;
 
@@ -297,7 +304,8 @@ public sealed record HostOptions
         if (!ApiIsLoopback && !ApiTls)
         {
             problems.Add($"--api-listen {ApiEndPoint} is beyond loopback, and the API would carry tokens in clear text: " +
-                         "give --api-tls-cert FILE --api-tls-key FILE (PEM) to serve it over HTTPS, or bind it to 127.0.0.1");
+                         "give --api-tls-cert FILE --api-tls-key FILE (PEM) to serve it over HTTPS, or bind it to 127.0.0.1 " +
+                         "(a cluster host serves it over HTTPS with its cluster certificate)");
         }
 
         foreach (var allowed in ApiAllowedHosts)

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Globalization;
+using System.Net;
 using System.Security.Cryptography.X509Certificates;
 using Converge.Management.Contracts;
 
@@ -30,7 +31,7 @@ public sealed class ClusterHost : IAsyncDisposable
         PeerPort = FreePort.Allocate();
         RaftPort = FreePort.Allocate();
         RpcPort = FreePort.Allocate();
-        http = new HttpClient { BaseAddress = new Uri(ApiUrl), Timeout = TimeSpan.FromSeconds(30) };
+        http = NewApiClient();
         Api = new ConvergeApiClient(http);
     }
 
@@ -49,9 +50,10 @@ public sealed class ClusterHost : IAsyncDisposable
             }
 
             address = value;
+            var token = Api.Token;
             http.Dispose();
-            http = new HttpClient { BaseAddress = new Uri(ApiUrl), Timeout = TimeSpan.FromSeconds(30) };
-            Api = new ConvergeApiClient(http);
+            http = NewApiClient();
+            Api = new ConvergeApiClient(http) { Token = token };
         }
     }
 
@@ -105,7 +107,8 @@ public sealed class ClusterHost : IAsyncDisposable
     /// <summary>The API client's calls, sent to the RPC port with this host's certificate (the internal digest endpoint).</summary>
     public ConvergeApiClient RpcApi => new(RpcHttp);
 
-    public string ApiUrl => $"http://{Address}:{ApiPort.ToString(CultureInfo.InvariantCulture)}";
+    /// <summary>Beyond loopback a cluster host serves its API over HTTPS with its cluster certificate.</summary>
+    public string ApiUrl => $"{(IPAddress.IsLoopback(IPAddress.Parse(Address)) ? "http" : "https")}://{Address}:{ApiPort.ToString(CultureInfo.InvariantCulture)}";
 
     public ConvergeApiClient Api { get; private set; }
 
@@ -333,6 +336,33 @@ public sealed class ClusterHost : IAsyncDisposable
         http.Dispose();
         rpc?.Dispose();
     }
+
+    /// <summary>The API client: over HTTPS it trusts only this host's cluster CA (<c>DATA/tls/ca.crt</c>, read at each handshake).</summary>
+    private HttpClient NewApiClient() => new(new SocketsHttpHandler
+    {
+        SslOptions = new System.Net.Security.SslClientAuthenticationOptions
+        {
+            RemoteCertificateValidationCallback = (_, server, _, _) =>
+            {
+                var caFile = Path.Combine(DataDir, "tls", "ca.crt");
+                if (server is null || !File.Exists(caFile))
+                {
+                    return false;
+                }
+
+                using var ca = X509CertificateLoader.LoadCertificateFromFile(caFile);
+                using var chain = new X509Chain();
+                chain.ChainPolicy.TrustMode = X509ChainTrustMode.CustomRootTrust;
+                chain.ChainPolicy.CustomTrustStore.Add(ca);
+                chain.ChainPolicy.RevocationMode = X509RevocationMode.NoCheck;
+                return chain.Build(X509CertificateLoader.LoadCertificate(server.GetRawCertData()));
+            },
+        },
+    })
+    {
+        BaseAddress = new Uri(ApiUrl),
+        Timeout = TimeSpan.FromSeconds(30),
+    };
 
     /// <summary>An HTTPS client with the certificate in <paramref name="dataDir"/>/tls, trusting only that cluster's CA.</summary>
     public static HttpClient NewRpcClient(string dataDir, Uri baseAddress)
