@@ -104,8 +104,8 @@ internal static class HostCommands
 
         var nbdTls = new Option<string>("--nbd-tls")
         {
-            Description = "NBD over TLS (NBD_OPT_STARTTLS): off, on (client's choice) or require (every option before STARTTLS gets TLS_REQD)",
-            DefaultValueFactory = _ => "off",
+            Description = "NBD over TLS (NBD_OPT_STARTTLS): off, on (client's choice) or require (every option before STARTTLS gets TLS_REQD); " +
+                          "default off on loopback, require for a cluster host bound beyond it (its cluster certificate; clients need one from the cluster CA)",
         };
         var nbdTlsCert = new Option<string?>("--nbd-tls-cert") { Description = "NBD TLS: server certificate (PEM file)" };
         var nbdTlsKey = new Option<string?>("--nbd-tls-key") { Description = "NBD TLS: the certificate's private key (PEM file)" };
@@ -157,7 +157,6 @@ internal static class HostCommands
                     ApiTlsKeyPath = pr.GetValue(apiTlsKey),
                     ApiAnonymousRead = pr.GetValue(apiAnonymousRead),
                     ApiAllowedHosts = pr.GetValue(apiAllowedHost) ?? [],
-                    NbdTls = HostOptions.ParseNbdTlsMode(pr.GetRequiredValue(nbdTls)),
                     NbdTlsCertificate = pr.GetValue(nbdTlsCert),
                     NbdTlsKey = pr.GetValue(nbdTlsKey),
                     NbdTlsCa = pr.GetValue(nbdTlsCa),
@@ -169,6 +168,12 @@ internal static class HostCommands
                         MaxConnectionsPerAddress = pr.GetValue(maxConnectionsPerAddress),
                     },
                 };
+                if (pr.GetValue(nbdTls) is { } mode)
+                {
+                    // Given or not matters: not given, a cluster host beyond loopback requires TLS (HostOptions.NbdTls).
+                    options = options with { NbdTls = HostOptions.ParseNbdTlsMode(mode) };
+                }
+
                 options.Validate();
             }
             catch (HostOptionsException e)

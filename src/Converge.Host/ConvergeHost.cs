@@ -91,7 +91,8 @@ public static class ConvergeHost
             return Task.CompletedTask;
         }));
 
-        builder.Services.AddSingleton(NbdHostedListener.CreateServerOptions(options));
+        IServiceProvider? services = null;   // set once built: NBD TLS reads the cluster identity per handshake
+        builder.Services.AddSingleton(NbdHostedListener.CreateServerOptions(options, () => services?.GetService<ClusterNode>()?.IdentityIfLoaded));
         builder.Services.AddSingleton<HostRuntime>();
         if (options.IsCluster)
         {
@@ -149,6 +150,7 @@ public static class ConvergeHost
         });
 
         await using var app = builder.Build();
+        services = app.Services;
         var logger = app.Services.GetRequiredService<ILoggerFactory>().CreateLogger(LogCategory);
         var runtime = app.Services.GetRequiredService<HostRuntime>();
         if (options.IsCluster)

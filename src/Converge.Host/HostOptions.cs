@@ -93,8 +93,24 @@ public sealed record HostOptions
 
     // NBD over TLS and per-export access lists (docs/security/tls.md).
 
-    /// <summary><c>--nbd-tls off|on|require</c>: whether NBD_OPT_STARTTLS is refused, offered, or required before any other option.</summary>
-    public NbdTlsMode NbdTls { get; init; } = NbdTlsMode.Off;
+    private readonly NbdTlsMode? nbdTls;
+
+    /// <summary>
+    /// <c>--nbd-tls off|on|require</c>: whether NBD_OPT_STARTTLS is refused, offered, or required before any other option.
+    /// Not given: off on loopback; a cluster host bound beyond loopback requires it, with its cluster certificate
+    /// (<see cref="NbdUsesClusterCertificate"/>).
+    /// </summary>
+    public NbdTlsMode NbdTls
+    {
+        get => nbdTls ?? (IsCluster && !IPAddress.IsLoopback(NbdEndPoint.Address) ? NbdTlsMode.Require : NbdTlsMode.Off);
+        init => nbdTls = value;
+    }
+
+    /// <summary>
+    /// Cluster mode with NBD TLS and no <c>--nbd-tls-cert</c>: the host's cluster certificate serves, and clients need a
+    /// certificate from the cluster CA (or from <c>--nbd-tls-ca</c>): no credentials, no export.
+    /// </summary>
+    public bool NbdUsesClusterCertificate => IsCluster && NbdTls != NbdTlsMode.Off && NbdTlsCertificate is null;
 
     /// <summary><c>--nbd-tls-cert FILE</c>: the NBD server certificate (PEM; intermediates may follow it).</summary>
     public string? NbdTlsCertificate { get; init; }
@@ -127,7 +143,7 @@ public sealed record HostOptions
                 problems.Add($"{option} is given but --nbd-tls is off; add --nbd-tls on or --nbd-tls require");
             }
         }
-        else if (NbdTlsCertificate is null || NbdTlsKey is null)
+        else if ((NbdTlsCertificate is null || NbdTlsKey is null) && !NbdUsesClusterCertificate)
         {
             problems.Add($"--nbd-tls {NbdTls.ToString().ToLowerInvariant()} needs a server certificate: give --nbd-tls-cert FILE and --nbd-tls-key FILE (PEM)");
         }
@@ -142,7 +158,7 @@ public sealed record HostOptions
 
         if (NbdAllow.Count > 0)
         {
-            if (NbdTlsCa is null)
+            if (NbdTlsCa is null && !NbdUsesClusterCertificate)
             {
                 problems.Add("--nbd-allow needs --nbd-tls-ca: client identities are the names in client certificates that CA issued");
             }

@@ -1,5 +1,8 @@
+using System.Net.Security;
+using System.Security.Cryptography.X509Certificates;
 using Converge.Common.Transport;
 using Converge.Nbd;
+using Converge.Security;
 
 namespace Converge.Host;
 
@@ -16,11 +19,37 @@ internal sealed class NbdHostedListener(NbdListener listener) : IHostedService, 
 
     /// <summary>The NBD server options from the host's: TLS from PEM files and the per-export access lists.</summary>
     /// <exception cref="HostStartException">A certificate, key or CA file cannot be loaded.</exception>
-    public static NbdServerOptions CreateServerOptions(HostOptions options)
+    /// <param name="identity">Cluster mode: this host's identity once loaded, for <see cref="HostOptions.NbdUsesClusterCertificate"/>.</param>
+    public static NbdServerOptions CreateServerOptions(HostOptions options, Func<HostIdentity?> identity)
     {
         if (options.NbdTls == NbdTlsMode.Off)
         {
             return new NbdServerOptions { Time = options.Time };
+        }
+
+        if (options.NbdUsesClusterCertificate)
+        {
+            // Read per handshake (the certificate exists once the host founded or joined); clients need a certificate
+            // from the cluster CA, or from --nbd-tls-ca when given.
+            var clientAuthorities = options.NbdTlsCa is null ? null : TlsCredentials.LoadAuthorities(options.NbdTlsCa);
+            return new NbdServerOptions
+            {
+                Time = options.Time,
+                TlsMode = options.NbdTls,
+                Tls = new SslServerAuthenticationOptions
+                {
+                    ServerCertificateSelectionCallback = (_, _) => identity()?.Certificate!,
+                    EnabledSslProtocols = TlsCredentials.Protocols,
+                    CertificateRevocationCheckMode = X509RevocationMode.NoCheck,
+                    ClientCertificateRequired = true,
+                    CertificateChainPolicy = clientAuthorities is null ? null : TlsCredentials.ChainPolicy(clientAuthorities, TlsCredentials.ClientAuthentication),
+                    RemoteCertificateValidationCallback = clientAuthorities is not null
+                        ? (_, certificate, _, errors) => certificate is not null && errors == SslPolicyErrors.None
+                        : (_, certificate, _, _) => identity() is { } id && id.Validator.Validate(certificate, out _),
+                    CipherSuitesPolicy = TlsCredentials.CipherSuites,
+                },
+                Authorizer = options.NbdAllow.Count == 0 ? null : NbdExportAccessList.Parse(options.NbdAllow),
+            };
         }
 
         try

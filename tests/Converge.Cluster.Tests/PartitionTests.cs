@@ -29,6 +29,9 @@ public sealed class PartitionTests(ITestOutputHelper output)
             {
                 h.Address = net.OutsideAddress;
             }
+
+            // Plain NBD on purpose: this test is about the partition (NBD TLS beyond loopback is LanTests').
+            h.ExtraArgs.AddRange(["--nbd-tls", "off"]);
         });
         var (h1, h2, h3) = (cluster[0], cluster[1], cluster[2]);
         log.Line($"h1, h2 on {net.OutsideAddress}; h3 in namespace {net.Namespace} on {net.InsideAddress}");
