@@ -63,24 +63,7 @@ mkdir -p "$work/host"
   >"$work/host.log" 2>&1 &
 host_pid=$!
 
-python3 - "$api_port" "$host_pid" <<'PY' || { echo "tls-bench: the host did not become ready"; tail -20 "$work/host.log"; exit 1; }
-import json, os, sys, time, urllib.request
-port, pid = sys.argv[1], int(sys.argv[2])
-deadline = time.time() + 60
-while time.time() < deadline:
-    try:
-        os.kill(pid, 0)
-    except OSError:
-        sys.exit(1)
-    try:
-        with urllib.request.urlopen("http://127.0.0.1:%s/api/v1/health" % port, timeout=2) as r:
-            if json.load(r).get("status") == "ready":
-                sys.exit(0)
-    except Exception:
-        pass
-    time.sleep(0.1)
-sys.exit(1)
-PY
+python3 "$root/bench/lib/wait-ready.py" "$api_port" "$host_pid" || { echo "tls-bench: the host did not become ready"; tail -20 "$work/host.log"; exit 1; }
 token=()
 if [ -f "$work/host/admin-token" ]; then token=(--token "$(cat "$work/host/admin-token")"); fi
 "$bin" vdisk create bench --size "$VDISK_SIZE" --api "http://127.0.0.1:$api_port" "${token[@]}" >/dev/null
