@@ -214,9 +214,20 @@ public sealed class ApiSecurityTests(ApiClusterFixture fixture) : IClassFixture<
     public async Task No_answer_of_the_api_carries_a_token_hash_salt_or_secret()
     {
         var extra = await H1.Api.CreateTokenAsync("hash-probe", "read-only");
+        try
+        {
+            await AssertNoSecretServedAsync(extra);
+        }
+        finally
+        {
+            await H1.Api.RevokeTokenAsync(extra.Info.Id);
+        }
+    }
 
-        // Where the hosts keep the salted hashes: the replicated state (host to host, not the operator's API).
-        var state = JsonNode.Parse(await H1.Http.GetStringAsync("/internal/v1/metadata/state"))!;
+    private async Task AssertNoSecretServedAsync(CreatedApiTokenInfo extra)
+    {
+        // Where the hosts keep the salted hashes: the replicated state, on the host RPC port (mutual TLS), not the API.
+        var state = JsonNode.Parse(await H1.RpcHttp.GetStringAsync("/internal/v1/metadata/state"))!;
         var secrets = new List<string> { Cluster.Token!, extra.Token, Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(Cluster.Token!))) };
         foreach (var token in state["apiTokens"]!.AsObject())
         {
@@ -245,8 +256,6 @@ public sealed class ApiSecurityTests(ApiClusterFixture fixture) : IClassFixture<
                 }
             }
         }
-
-        await H1.Api.RevokeTokenAsync(extra.Info.Id);
     }
 
     private static HttpRequestMessage Request(HttpMethod method, string path, string? body, string? contentType, string? token, string? origin, bool clientHeader = false)
