@@ -100,7 +100,7 @@ public static class ConvergeHost
             // Mutual TLS on cluster certificates: a connection without a valid one is refused before any request is read.
             builder.Services.AddHostedService(sp => new PeerListener(
                 options.PeerEndPoint!, sp.GetRequiredService<IPeerRequestHandler>(), sp.GetRequiredService<ILogger<PeerListener>>(),
-                ClusterTls.PeerServerOptions(() => sp.GetRequiredService<ClusterNode>().IdentityIfLoaded), time: options.Time)
+                ClusterTls.ServerOptionsRequiringClusterClients(() => sp.GetRequiredService<ClusterNode>().IdentityIfLoaded), time: options.Time)
             {
                 Limits = options.ConnectionLimits,
                 Logger = sp.GetRequiredService<ILogger<PeerListener>>(),

@@ -1,6 +1,6 @@
 using System.Net.Security;
-using System.Security.Cryptography.X509Certificates;
 using Converge.Common.Transport;
+using Converge.Host.Cluster;
 using Converge.Nbd;
 using Converge.Security;
 
@@ -31,23 +31,18 @@ internal sealed class NbdHostedListener(NbdListener listener) : IHostedService, 
         {
             // Read per handshake (the certificate exists once the host founded or joined); clients need a certificate
             // from the cluster CA, or from --nbd-tls-ca when given.
-            var clientAuthorities = options.NbdTlsCa is null ? null : TlsCredentials.LoadAuthorities(options.NbdTlsCa);
+            var tls = ClusterTls.ServerOptionsRequiringClusterClients(identity);
+            if (options.NbdTlsCa is not null)
+            {
+                tls.CertificateChainPolicy = TlsCredentials.ChainPolicy(TlsCredentials.LoadAuthorities(options.NbdTlsCa), TlsCredentials.ClientAuthentication);
+                tls.RemoteCertificateValidationCallback = (_, certificate, _, errors) => certificate is not null && errors == SslPolicyErrors.None;
+            }
+
             return new NbdServerOptions
             {
                 Time = options.Time,
                 TlsMode = options.NbdTls,
-                Tls = new SslServerAuthenticationOptions
-                {
-                    ServerCertificateSelectionCallback = (_, _) => identity()?.Certificate!,
-                    EnabledSslProtocols = TlsCredentials.Protocols,
-                    CertificateRevocationCheckMode = X509RevocationMode.NoCheck,
-                    ClientCertificateRequired = true,
-                    CertificateChainPolicy = clientAuthorities is null ? null : TlsCredentials.ChainPolicy(clientAuthorities, TlsCredentials.ClientAuthentication),
-                    RemoteCertificateValidationCallback = clientAuthorities is not null
-                        ? (_, certificate, _, errors) => certificate is not null && errors == SslPolicyErrors.None
-                        : (_, certificate, _, _) => identity() is { } id && id.Validator.Validate(certificate, out _),
-                    CipherSuitesPolicy = TlsCredentials.CipherSuites,
-                },
+                Tls = tls,
                 Authorizer = options.NbdAllow.Count == 0 ? null : NbdExportAccessList.Parse(options.NbdAllow),
             };
         }

@@ -49,11 +49,12 @@ internal static class ClusterTls
     };
 
     /// <summary>
-    /// The peer data port's TLS: the host certificate, a client certificate required and validated like the RPC
-    /// listener's. The identity is read at each handshake: on a joining host it exists only once the join is done,
-    /// after the listener was made, and its validator is replaced once the revoked list is attached.
+    /// TLS of a listener on the host certificate that requires a client certificate validated like the RPC listener's
+    /// (the peer data port; NBD beyond loopback). The identity is read at each handshake: on a joining host it exists
+    /// only once the join is done, after the listener was made, and its validator is replaced once the revoked list
+    /// is attached.
     /// </summary>
-    public static SslServerAuthenticationOptions PeerServerOptions(Func<HostIdentity?> identity) => new()
+    public static SslServerAuthenticationOptions ServerOptionsRequiringClusterClients(Func<HostIdentity?> identity) => new()
     {
         ServerCertificateSelectionCallback = (_, _) => identity()?.Certificate!,
         EnabledSslProtocols = SslProtocols.Tls13 | SslProtocols.Tls12,
